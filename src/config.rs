@@ -1,0 +1,302 @@
+//! The command line, and the write-once globals it fills.
+//!
+//! As in the C skeleton, configuration lives in process-wide globals under the
+//! skeleton's names. Each is a `OnceLock`: `main` sets it once, before the
+//! first connection is accepted, and it never changes afterwards. Handlers
+//! read it through the accessor functions below.
+#![allow(non_upper_case_globals)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::server::Mode;
+
+/// The directory served in files mode (`--files DIR`), canonicalised.
+/// Unset in proxy mode.
+pub static server_files_directory: OnceLock<PathBuf> = OnceLock::new();
+/// The upstream host of proxy mode (`--proxy HOST[:PORT]`). Unset in files mode.
+pub static server_proxy_hostname: OnceLock<String> = OnceLock::new();
+/// The upstream port of proxy mode; 80 unless `--proxy` names one.
+pub static server_proxy_port: OnceLock<u16> = OnceLock::new();
+/// The port to listen on (`--port N`, default 8000; 0 lets the OS pick).
+pub static server_port: OnceLock<u16> = OnceLock::new();
+/// The size of poolserver's worker pool (`--num-threads N`).
+pub static num_threads: OnceLock<usize> = OnceLock::new();
+/// The knobs the skeleton does not have: logging and timeouts.
+pub static server_options: OnceLock<Options> = OnceLock::new();
+
+/// Settings beyond the skeleton's globals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// `--quiet`: no line per connection.
+    pub quiet: bool,
+    /// `--request-timeout SECS`: how long a client may take to send its request head.
+    pub request_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { quiet: false, request_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// What the server does with each connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// `--files DIR`: serve this (canonicalised) directory.
+    Files(PathBuf),
+    /// `--proxy HOST[:PORT]`: relay to this upstream.
+    Proxy { host: String, port: u16 },
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub port: u16,
+    pub target: Target,
+    pub num_threads: Option<usize>,
+    pub options: Options,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Help,
+    Run(Config),
+}
+
+pub const DEFAULT_PORT: u16 = 8000;
+const DEFAULT_PROXY_PORT: u16 = 80;
+const MAX_THREADS: usize = 65_536;
+/// The options that take a value.
+const VALUED_OPTIONS: [&str; 5] = ["files", "proxy", "port", "num-threads", "request-timeout"];
+
+fn options() -> getopts::Options {
+    let mut opts = getopts::Options::new();
+    opts.optopt("", "files", "serve the files in DIR", "DIR")
+        .optopt("", "proxy", "relay every connection to HOST (PORT defaults to 80)", "HOST[:PORT]")
+        .optopt("", "port", "listen on port N (default 8000; 0 picks a free port)", "N")
+        .optopt("", "num-threads", "size of poolserver's worker pool (required by poolserver)", "N")
+        .optopt("", "request-timeout", "time a client has to send its request head (default 10)", "SECS")
+        .optflag("", "quiet", "do not log a line per connection")
+        .optflag("h", "help", "print this help and exit");
+    opts
+}
+
+/// The usage text for `program`.
+pub fn usage(mode: Mode) -> String {
+    let prog = mode.program_name();
+    let brief = format!(
+        "Usage: {prog} --files DIR [--port N] [options]\n       {prog} --proxy HOST[:PORT] [--port N] [options]"
+    );
+    options().usage(&brief)
+}
+
+/// Parses the arguments after the program name. An `Err` is a one-line
+/// message naming what is wrong.
+pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
+    let matches = options().parse(args).map_err(|e| e.to_string())?;
+    if matches.opt_present("help") {
+        return Ok(Command::Help);
+    }
+    // getopts takes the next word as the value even when it is another flag,
+    // so `--files --port 80` would serve a directory named "--port".
+    for name in VALUED_OPTIONS {
+        if matches.opt_str(name).is_some_and(|v| v.starts_with("--")) {
+            return Err(format!("--{name} needs a value"));
+        }
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(format!("unexpected argument '{extra}'"));
+    }
+    let port = match matches.opt_str("port") {
+        Some(s) => parse_number::<u16>("--port", &s, 0, u16::MAX)?,
+        None => DEFAULT_PORT,
+    };
+    let threads = match matches.opt_str("num-threads") {
+        Some(s) => Some(parse_number::<usize>("--num-threads", &s, 1, MAX_THREADS)?),
+        None if mode == Mode::Pool => return Err("poolserver needs --num-threads N".into()),
+        None => None,
+    };
+    let target = match (matches.opt_str("files"), matches.opt_str("proxy")) {
+        (Some(dir), None) => Target::Files(files_directory(&dir)?),
+        (None, Some(upstream)) => {
+            let (host, port) = parse_upstream(&upstream)?;
+            Target::Proxy { host, port }
+        }
+        (None, None) => return Err("give either --files DIR or --proxy HOST[:PORT]".into()),
+        (Some(_), Some(_)) => return Err("give either --files or --proxy, not both".into()),
+    };
+    let mut options = Options { quiet: matches.opt_present("quiet"), ..Options::default() };
+    if let Some(s) = matches.opt_str("request-timeout") {
+        options.request_timeout = parse_seconds("--request-timeout", &s)?;
+    }
+    Ok(Command::Run(Config { port, target, num_threads: threads, options }))
+}
+
+/// A decimal number in `min..=max`; anything else is an error naming `flag`.
+fn parse_number<T>(flag: &str, s: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let out_of_range = || format!("{flag} must be a number from {min} to {max}, not '{s}'");
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(out_of_range());
+    }
+    match s.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(out_of_range()),
+    }
+}
+
+/// A whole number of seconds, at most a day.
+fn parse_seconds(flag: &str, s: &str) -> Result<Duration, String> {
+    parse_number::<u64>(flag, s, 0, 86_400).map(Duration::from_secs)
+}
+
+/// The files directory, canonicalised; it must exist and be a directory.
+fn files_directory(dir: &str) -> Result<PathBuf, String> {
+    let path = Path::new(dir);
+    match path.canonicalize() {
+        Ok(real) if real.is_dir() => Ok(real),
+        Ok(_) => Err(format!("--files {dir}: not a directory")),
+        Err(e) => Err(format!("--files {dir}: {e}")),
+    }
+}
+
+/// Splits `HOST[:PORT]`. An IPv6 literal with a port goes in brackets
+/// (`[::1]:8080`); a bare IPv6 literal (`::1`) takes the default port.
+pub fn parse_upstream(s: &str) -> Result<(String, u16), String> {
+    let bad = || format!("--proxy {s}: expected HOST or HOST:PORT");
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match s.split_once(':') {
+            Some((host, port)) if !port.contains(':') => (host, Some(port)),
+            _ => (s, None),
+        }
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let port = match port {
+        Some(p) => parse_number::<u16>("the --proxy port", p, 1, u16::MAX)?,
+        None => DEFAULT_PROXY_PORT,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// Fills the globals from `config`. Called once, from `main`.
+pub fn install(config: Config) {
+    let _ = server_port.set(config.port);
+    if let Some(n) = config.num_threads {
+        let _ = num_threads.set(n);
+    }
+    match config.target {
+        Target::Files(dir) => {
+            let _ = server_files_directory.set(dir);
+        }
+        Target::Proxy { host, port } => {
+            let _ = server_proxy_hostname.set(host);
+            let _ = server_proxy_port.set(port);
+        }
+    }
+    let _ = server_options.set(config.options);
+}
+
+/// The served directory, in files mode.
+pub fn files_root() -> Option<&'static Path> {
+    server_files_directory.get().map(PathBuf::as_path)
+}
+
+/// The upstream host and port, in proxy mode.
+pub fn proxy_upstream() -> Option<(&'static str, u16)> {
+    let host = server_proxy_hostname.get()?;
+    Some((host.as_str(), server_proxy_port.get().copied().unwrap_or(DEFAULT_PROXY_PORT)))
+}
+
+/// The options in force (the defaults, before `install`).
+pub fn opts() -> &'static Options {
+    server_options.get_or_init(Options::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(mode: Mode, s: &str) -> Config {
+        match parse_args(mode, &args(s)) {
+            Ok(Command::Run(c)) => c,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_mode_with_defaults() {
+        let c = run(Mode::Thread, "--files /");
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.target, Target::Files(PathBuf::from("/")));
+        assert_eq!(c.num_threads, None);
+        assert!(!c.options.quiet);
+    }
+
+    #[test]
+    fn proxy_mode_and_ports() {
+        let c = run(Mode::Basic, "--proxy example.com --port 0 --quiet");
+        assert_eq!(c.target, Target::Proxy { host: "example.com".into(), port: 80 });
+        assert_eq!(c.port, 0);
+        assert!(c.options.quiet);
+    }
+
+    #[test]
+    fn upstream_forms() {
+        assert_eq!(parse_upstream("localhost:8080"), Ok(("localhost".into(), 8080)));
+        assert_eq!(parse_upstream("[::1]:81"), Ok(("::1".into(), 81)));
+        assert_eq!(parse_upstream("[::1]"), Ok(("::1".into(), 80)));
+        assert_eq!(parse_upstream("::1"), Ok(("::1".into(), 80)));
+        for bad in ["", ":80", "host:", "host:x", "host:0", "host:65536", "[::1", "[::1]x", "a b"] {
+            assert!(parse_upstream(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn numbers_are_checked_not_atoi() {
+        for bad in ["--port x", "--port -1", "--port 65536", "--port 80x", "--port ''"] {
+            let err = parse_args(Mode::Thread, &args(&format!("--files / {bad}"))).unwrap_err();
+            assert!(err.contains("--port"), "{bad}: {err}");
+        }
+        for bad in ["0", "-3", "many", "99999999999999999999"] {
+            let err = parse_args(Mode::Pool, &args(&format!("--files / --num-threads {bad}"))).unwrap_err();
+            assert!(err.contains("--num-threads"), "{bad}: {err}");
+        }
+        assert_eq!(run(Mode::Pool, "--files / --num-threads 4").num_threads, Some(4));
+    }
+
+    #[test]
+    fn mode_and_target_errors() {
+        let err = |m, s: &str| parse_args(m, &args(s)).unwrap_err();
+        assert!(err(Mode::Pool, "--files /").contains("--num-threads"));
+        assert!(err(Mode::Thread, "--port 1").contains("--files"));
+        assert!(err(Mode::Thread, "--files / --proxy x").contains("not both"));
+        assert!(err(Mode::Thread, "--files /no/such/dir").contains("/no/such/dir"));
+        assert!(err(Mode::Thread, "--bogus").contains("bogus"));
+        assert!(err(Mode::Thread, "--files").contains("files"));
+        assert_eq!(err(Mode::Thread, "--files --port 80"), "--files needs a value");
+        assert!(err(Mode::Thread, "--files / extra").contains("extra"));
+    }
+
+    #[test]
+    fn help_wins() {
+        assert_eq!(parse_args(Mode::Thread, &args("--help")), Ok(Command::Help));
+        assert!(usage(Mode::Fork).contains("forkserver --files DIR"));
+    }
+}

@@ -1,0 +1,469 @@
+//! The one module with `unsafe`: thin, checked wrappers over the libc calls the
+//! server makes. Each function is named after its syscall and says which one it
+//! corresponds to. File descriptors live in [`OwnedFd`], so each is closed
+//! exactly once, when its owner drops it. The rest of the crate is safe Rust.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::time::Duration;
+
+/// Turns a libc return value of -1 into `io::Error::last_os_error()`.
+fn cvt<T: Default + PartialEq + Copy + From<i8>>(res: T) -> io::Result<T> {
+    if res == T::from(-1) {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
+
+/// Runs `f` until it fails with something other than EINTR.
+fn cvt_r<T, F>(mut f: F) -> io::Result<T>
+where
+    T: Default + PartialEq + Copy + From<i8>,
+    F: FnMut() -> T,
+{
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A stream socket: a listening socket, an accepted client, or an upstream.
+#[derive(Debug)]
+pub struct Socket(OwnedFd);
+
+impl Socket {
+    /// Corresponds to `socket(2)` with `SOCK_STREAM | SOCK_CLOEXEC`.
+    fn new(family: libc::c_int) -> io::Result<Socket> {
+        // SAFETY: socket() takes no pointers; on success it returns a new fd that we own.
+        let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+        // SAFETY: `fd` was just returned by socket() and nothing else owns it.
+        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Listens on every interface: IPv6 and IPv4 together where the machine has
+    /// IPv6, IPv4 `INADDR_ANY` alone where it does not. Sets `SO_REUSEADDR`.
+    pub fn listen_any(port: u16, backlog: i32) -> io::Result<Socket> {
+        let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+        match Socket::listen_on(&any6, backlog) {
+            Ok(sock) => Ok(sock),
+            Err(e) if is_addr_taken(&e) => Err(e),
+            Err(_) => Socket::listen_on(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), backlog),
+        }
+    }
+
+    /// Corresponds to `socket(2)`, `bind(2)` and `listen(2)`.
+    fn listen_on(addr: &SocketAddr, backlog: i32) -> io::Result<Socket> {
+        let sock = Socket::new(family_of(addr))?;
+        sock.setsockopt(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1 as libc::c_int)?;
+        if addr.is_ipv6() {
+            sock.setsockopt(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0 as libc::c_int)?;
+        }
+        let (storage, len) = sockaddr_from(addr);
+        // SAFETY: `storage` is a valid sockaddr of `len` bytes for the call's duration.
+        cvt(unsafe { libc::bind(sock.raw(), ptr::addr_of!(storage).cast(), len) })?;
+        // SAFETY: listen() takes no pointers.
+        cvt(unsafe { libc::listen(sock.raw(), backlog) })?;
+        Ok(sock)
+    }
+
+    /// Corresponds to `accept4(2)` with `SOCK_CLOEXEC`, retried on EINTR.
+    pub fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let fd = cvt_r(|| {
+            // SAFETY: `storage` and `len` describe a writable buffer large enough for any address.
+            unsafe { libc::accept4(self.raw(), storage.as_mut_ptr().cast(), &mut len, libc::SOCK_CLOEXEC) }
+        })?;
+        // SAFETY: `fd` was just returned by accept4() and nothing else owns it.
+        let sock = Socket(unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: accept4() succeeded, so it wrote an address of `len` bytes into `storage`.
+        let addr = sockaddr_to_std(unsafe { storage.assume_init_ref() }, len)?;
+        Ok((sock, addr))
+    }
+
+    /// Corresponds to `connect(2)`. `SO_SNDTIMEO` bounds how long a blocking
+    /// connect waits on Linux; running out of time is reported as `TimedOut`.
+    pub fn connect(addr: &SocketAddr, timeout: Duration) -> io::Result<Socket> {
+        let sock = Socket::new(family_of(addr))?;
+        sock.set_write_timeout(Some(timeout))?;
+        let (storage, len) = sockaddr_from(addr);
+        // SAFETY: `storage` is a valid sockaddr of `len` bytes for the call's duration.
+        match cvt(unsafe { libc::connect(sock.raw(), ptr::addr_of!(storage).cast(), len) }) {
+            Ok(_) => Ok(sock),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Corresponds to `read(2)`, retried on EINTR. `Ok(0)` is end of stream.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = cvt_r(|| unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })?;
+        Ok(n as usize)
+    }
+
+    /// Corresponds to `write(2)`, retried on EINTR. May write fewer bytes than given.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        let n = cvt_r(|| unsafe { libc::write(self.raw(), buf.as_ptr().cast(), buf.len()) })?;
+        Ok(n as usize)
+    }
+
+    /// Writes all of `buf`, looping over short writes.
+    pub fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf)? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => buf = &buf[n..],
+            }
+        }
+        Ok(())
+    }
+
+    /// Corresponds to `shutdown(2)`.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: shutdown() takes no pointers.
+        cvt(unsafe { libc::shutdown(self.raw(), how) }).map(drop)
+    }
+
+    /// Sets `SO_RCVTIMEO`: a blocking read fails with `WouldBlock` after `timeout`.
+    /// `None` waits forever.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, timeval_from(timeout))
+    }
+
+    /// Sets `SO_SNDTIMEO`: a blocking write or connect gives up after `timeout`.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDTIMEO, timeval_from(timeout))
+    }
+
+    /// Sets `TCP_NODELAY`, so small writes leave at once.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int)
+    }
+
+    /// Corresponds to `getsockname(2)`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `storage` and `len` describe a writable buffer large enough for any address.
+        cvt(unsafe { libc::getsockname(self.raw(), storage.as_mut_ptr().cast(), &mut len) })?;
+        // SAFETY: getsockname() succeeded, so it wrote an address of `len` bytes.
+        sockaddr_to_std(unsafe { storage.assume_init_ref() }, len)
+    }
+
+    /// Corresponds to `setsockopt(2)` with a plain value.
+    fn setsockopt<T>(&self, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
+        let len = mem::size_of::<T>() as libc::socklen_t;
+        // SAFETY: `value` lives on this stack frame and is `len` bytes long.
+        cvt(unsafe { libc::setsockopt(self.raw(), level, name, ptr::addr_of!(value).cast(), len) }).map(drop)
+    }
+
+    fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw()
+    }
+}
+
+impl io::Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Socket::read(self, buf)
+    }
+}
+
+impl io::Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Socket::write(self, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a bind error means the port is taken or forbidden (as opposed to
+/// the address family being unavailable).
+fn is_addr_taken(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EPERM))
+}
+
+fn family_of(addr: &SocketAddr) -> libc::c_int {
+    match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+fn timeval_from(timeout: Option<Duration>) -> libc::timeval {
+    let d = timeout.unwrap_or(Duration::ZERO);
+    // A zero timeval means "no timeout" to the kernel, so round 0 < d < 1µs up.
+    let usec = if d > Duration::ZERO && d.as_micros() == 0 { 1 } else { d.subsec_micros() };
+    libc::timeval { tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t, tv_usec: usec as _ }
+}
+
+/// A `SocketAddr` as a `sockaddr_storage` and its length.
+fn sockaddr_from(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { ptr::write(ptr::addr_of_mut!(storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { ptr::write(ptr::addr_of_mut!(storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// A kernel socket address as a `SocketAddr`. An IPv4-mapped IPv6 address
+/// (a v4 client of a dual-stack listener) comes back as plain IPv4.
+fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Result<SocketAddr> {
+    let len = len as usize;
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family and length say `storage` holds a sockaddr_in.
+            let sin: libc::sockaddr_in = unsafe { ptr::read(ptr::from_ref(storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family and length say `storage` holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 = unsafe { ptr::read(ptr::from_ref(storage).cast()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Ok(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)),
+            })
+        }
+        family => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected address family {family}")))
+        }
+    }
+}
+
+/// Corresponds to `getaddrinfo(3)` with `AF_UNSPEC` and `SOCK_STREAM`: every
+/// address of `host`, in the order the resolver gives them.
+pub fn getaddrinfo(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let invalid =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} contains a NUL byte"));
+    let c_host = CString::new(host).map_err(|_| invalid("host name"))?;
+    let c_port = CString::new(port.to_string()).map_err(|_| invalid("port"))?;
+    // SAFETY: addrinfo is plain old data; all zeroes is a valid set of hints.
+    let mut hints: libc::addrinfo = unsafe { mem::zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    hints.ai_flags = libc::AI_NUMERICSERV;
+    let mut list: *mut libc::addrinfo = ptr::null_mut();
+    // SAFETY: the strings are NUL-terminated, `hints` is initialised, `list` is writable.
+    let rc = unsafe { libc::getaddrinfo(c_host.as_ptr(), c_port.as_ptr(), &hints, &mut list) };
+    if rc != 0 {
+        return Err(gai_error(rc));
+    }
+    let mut addrs = Vec::new();
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getaddrinfo() returned, not yet freed.
+        let ai = unsafe { &*cur };
+        if !ai.ai_addr.is_null() && ai.ai_addrlen as usize <= mem::size_of::<libc::sockaddr_storage>() {
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+            let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+            // SAFETY: `ai_addr` points at `ai_addrlen` readable bytes, which fit in `storage`.
+            unsafe {
+                ptr::copy_nonoverlapping(
+                    ai.ai_addr.cast::<u8>(),
+                    ptr::addr_of_mut!(storage).cast(),
+                    ai.ai_addrlen as usize,
+                )
+            };
+            if let Ok(addr) = sockaddr_to_std(&storage, ai.ai_addrlen) {
+                addrs.push(addr);
+            }
+        }
+        cur = ai.ai_next;
+    }
+    // SAFETY: `list` came from a successful getaddrinfo() and is freed exactly once.
+    unsafe { libc::freeaddrinfo(list) };
+    Ok(addrs)
+}
+
+/// A getaddrinfo() error code as an `io::Error` with the resolver's message.
+fn gai_error(rc: libc::c_int) -> io::Error {
+    if rc == libc::EAI_SYSTEM {
+        return io::Error::last_os_error();
+    }
+    // SAFETY: gai_strerror() returns a pointer to a static, NUL-terminated string.
+    let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) }.to_string_lossy().into_owned();
+    io::Error::new(io::ErrorKind::NotFound, msg)
+}
+
+/// The signals that ask the server to stop.
+const SHUTDOWN_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+fn shutdown_sigset() -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset() initialises the set it is given.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    for sig in SHUTDOWN_SIGNALS {
+        // SAFETY: the set was initialised by sigemptyset() above.
+        unsafe { libc::sigaddset(set.as_mut_ptr(), sig) };
+    }
+    // SAFETY: initialised by sigemptyset().
+    unsafe { set.assume_init() }
+}
+
+/// Corresponds to `pthread_sigmask(SIG_BLOCK | SIG_UNBLOCK)` for SIGINT and
+/// SIGTERM. Blocked in every thread, they are taken by [`sigwait_shutdown`].
+pub fn mask_shutdown_signals(block: bool) -> io::Result<()> {
+    let set = shutdown_sigset();
+    let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+    // SAFETY: `set` is an initialised sigset; the old mask is not asked for.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Corresponds to `sigwait(3)` on SIGINT and SIGTERM: blocks until one is
+/// pending and returns its number.
+pub fn sigwait_shutdown() -> io::Result<libc::c_int> {
+    let set = shutdown_sigset();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is an initialised sigset and `sig` is writable.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc == 0 {
+        Ok(sig)
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Sets SIGPIPE to be ignored, so a write to a closed peer fails with EPIPE
+/// instead of killing the process.
+pub fn ignore_sigpipe() -> io::Result<()> {
+    set_ignored(libc::SIGPIPE, 0)
+}
+
+/// Makes the kernel reap child processes as they exit (SIGCHLD ignored with
+/// `SA_NOCLDWAIT`), so finished children never linger as zombies.
+pub fn reap_children_automatically() -> io::Result<()> {
+    set_ignored(libc::SIGCHLD, libc::SA_NOCLDWAIT)
+}
+
+/// Corresponds to `sigaction(2)` with `SIG_IGN`.
+fn set_ignored(sig: libc::c_int, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: sigaction is plain old data; all zeroes is a valid, empty action.
+    let mut action: libc::sigaction = unsafe { mem::zeroed() };
+    action.sa_sigaction = libc::SIG_IGN;
+    action.sa_flags = flags;
+    // SAFETY: `action` is initialised; the old action is not asked for.
+    cvt(unsafe { libc::sigaction(sig, &action, ptr::null_mut()) }).map(drop)
+}
+
+/// What `fork` returned, in the process that sees it.
+pub enum Forked {
+    Child,
+    Parent,
+}
+
+/// Corresponds to `fork(2)`. The child starts with only the calling thread;
+/// it must leave through [`exit_child`].
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the child only runs the connection handler and then calls _exit().
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// In a forked child, closes a descriptor inherited from the parent that the
+/// child will not use, such as the listening socket. The parent's owner of
+/// that fd lives on in the child's copy of memory but never runs again: the
+/// child leaves through [`exit_child`], which runs no destructors.
+pub fn close_inherited(fd: &impl AsRawFd) {
+    // SAFETY: called only in a forked child, on an fd that nothing in the child closes again.
+    unsafe { libc::close(fd.as_raw_fd()) };
+}
+
+/// Corresponds to `_exit(2)`: ends a forked child without running the
+/// parent's destructors or flushing the parent's buffers a second time.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit() never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_round_trips_v4_and_v6() {
+        for addr in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%2]:80"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let (storage, len) = sockaddr_from(&addr);
+            assert_eq!(sockaddr_to_std(&storage, len).unwrap(), addr);
+        }
+    }
+
+    #[test]
+    fn v4_mapped_addresses_come_back_as_v4() {
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:99".parse().unwrap();
+        let (storage, len) = sockaddr_from(&mapped);
+        assert_eq!(sockaddr_to_std(&storage, len).unwrap(), "10.1.2.3:99".parse().unwrap());
+    }
+
+    #[test]
+    fn getaddrinfo_resolves_numeric_hosts_and_reports_failures() {
+        assert_eq!(getaddrinfo("127.0.0.1", 80).unwrap(), vec!["127.0.0.1:80".parse().unwrap()]);
+        assert_eq!(getaddrinfo("::1", 81).unwrap(), vec!["[::1]:81".parse().unwrap()]);
+        let err = getaddrinfo("nonexistent.invalid", 80).unwrap_err();
+        assert!(!err.to_string().is_empty());
+    }
+
+    #[test]
+    fn timeval_rounds_tiny_timeouts_up() {
+        let tv = timeval_from(Some(Duration::from_nanos(10)));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (0, 1));
+        let tv = timeval_from(Some(Duration::from_millis(1500)));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (1, 500_000));
+    }
+}

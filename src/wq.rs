@@ -1,0 +1,75 @@
+//! The work queue of poolserver, mirroring the skeleton's `wq.h`: the accept
+//! loop pushes accepted connections, and the pool's workers pop them.
+//! `wq_pop` blocks while the queue is empty.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, PoisonError};
+
+/// A FIFO shared by one producer (the accept loop) and the pool's workers.
+pub struct WorkQueue<T> {
+    items: Mutex<VecDeque<T>>,
+    not_empty: Condvar,
+}
+
+/// Makes an empty queue.
+pub fn wq_init<T>() -> WorkQueue<T> {
+    WorkQueue { items: Mutex::new(VecDeque::new()), not_empty: Condvar::new() }
+}
+
+/// Appends `item` and wakes one waiting worker.
+pub fn wq_push<T>(wq: &WorkQueue<T>, item: T) {
+    // A worker that panicked while holding the lock cannot have left the
+    // queue half-changed (push and pop are single calls), so poison is ignored.
+    wq.items.lock().unwrap_or_else(PoisonError::into_inner).push_back(item);
+    wq.not_empty.notify_one();
+}
+
+/// Removes the oldest item, waiting while the queue is empty.
+pub fn wq_pop<T>(wq: &WorkQueue<T>) -> T {
+    let mut items = wq.items.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        if let Some(item) = items.pop_front() {
+            return item;
+        }
+        items = wq.not_empty.wait(items).unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// How many items wait in the queue.
+pub fn wq_len<T>(wq: &WorkQueue<T>) -> usize {
+    wq.items.lock().unwrap_or_else(PoisonError::into_inner).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn fifo_order() {
+        let wq = wq_init();
+        for i in 0..5 {
+            wq_push(&wq, i);
+        }
+        assert_eq!(wq_len(&wq), 5);
+        assert_eq!((0..5).map(|_| wq_pop(&wq)).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn pop_waits_for_push() {
+        let wq = Arc::new(wq_init());
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let wq = Arc::clone(&wq);
+                thread::spawn(move || (0..250).map(|_| wq_pop(&wq)).sum::<u64>())
+            })
+            .collect();
+        for i in 0..1000u64 {
+            wq_push(&wq, i);
+        }
+        let total: u64 = consumers.into_iter().map(|c| c.join().unwrap()).sum();
+        assert_eq!(total, (0..1000).sum());
+        assert_eq!(wq_len(&wq), 0);
+    }
+}
