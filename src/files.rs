@@ -1,0 +1,182 @@
+//! Files mode (`--files DIR`): `handle_files_request` answers one HTTP/1.0
+//! GET per connection with a file, a directory's `index.html`, a directory
+//! listing, or an error page, and then closes the connection.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::request::{self, Request};
+use crate::response::{self, html_escape, percent_encode, Status};
+use crate::server::Connection;
+use crate::sys::Socket;
+use crate::{config, log, mime};
+
+/// Files are streamed in chunks of this size; a file is never read whole.
+const CHUNK: usize = 64 * 1024;
+
+/// What a request resolves to.
+enum Resource {
+    File(PathBuf),
+    Listing { dir: PathBuf, segments: Vec<OsString> },
+}
+
+/// Answers one request on `conn` from the served directory, then closes it.
+pub fn handle_files_request(conn: Connection) {
+    let Some(root) = config::files_root() else { return };
+    let sock = &conn.sock;
+    let result = match read_request(sock).and_then(|req| resolve(root, &req)) {
+        Ok(Resource::File(path)) => send_file(sock, &path),
+        Ok(Resource::Listing { dir, segments }) => send_listing(sock, &dir, &segments),
+        Err(status) => send_status(sock, status),
+    };
+    if let Err(e) = result {
+        log::info(format_args!("{}: response not sent in full: {e}", conn.peer));
+    }
+    response::finish(sock);
+}
+
+/// Reads and parses the request head; only GET is served.
+fn read_request(sock: &Socket) -> Result<Request, Status> {
+    let head = request::read_head(sock, config::opts().request_timeout)?;
+    let req = request::parse_head(&head)?;
+    if req.method != "GET" {
+        return Err(Status::MethodNotAllowed);
+    }
+    Ok(req)
+}
+
+/// Maps the request target to something under `root`. The path is decoded
+/// and stripped of `.` and `..` first; then the real path (symlinks
+/// followed) must still lie under `root`, or the answer is 403.
+fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
+    let segments = request::decode_path(&req.target)?;
+    let wanted: PathBuf = segments.iter().fold(root.to_path_buf(), |p, s| p.join(s));
+    let real = wanted.canonicalize().map_err(|e| status_for(&e))?;
+    if !real.starts_with(root) {
+        return Err(Status::Forbidden);
+    }
+    let meta = fs::metadata(&real).map_err(|e| status_for(&e))?;
+    if meta.is_file() {
+        Ok(Resource::File(real))
+    } else if meta.is_dir() {
+        let index = real.join("index.html");
+        if index.is_file() {
+            Ok(Resource::File(index))
+        } else {
+            Ok(Resource::Listing { dir: real, segments })
+        }
+    } else {
+        // FIFOs, sockets and devices are never opened: a read could block forever.
+        Err(Status::Forbidden)
+    }
+}
+
+fn status_for(e: &io::Error) -> Status {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => Status::Forbidden,
+        _ => Status::NotFound,
+    }
+}
+
+fn send_status(sock: &Socket, status: Status) -> io::Result<()> {
+    let (detail, extra): (&str, &[(&str, &str)]) = match status {
+        Status::BadRequest => ("The request could not be understood.", &[]),
+        Status::Forbidden => ("You may not read that path.", &[]),
+        Status::NotFound => ("Nothing is served at that path.", &[]),
+        Status::MethodNotAllowed => ("Only GET is served here.", &[("Allow", "GET")]),
+        Status::RequestTimeout => ("The request head did not arrive in time.", &[]),
+        _ => ("", &[]),
+    };
+    response::send_error(sock, status, detail, extra)
+}
+
+/// `200 OK` with the file's type and length, then its bytes in chunks. If the
+/// file changes size meanwhile, no more than the announced length is sent.
+fn send_file(sock: &Socket, path: &Path) -> io::Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return send_status(sock, status_for(&e)),
+    };
+    let len = file.metadata()?.len();
+    sock.write_all(response::head(Status::Ok, mime::content_type(path), len, &[]).as_bytes())?;
+    let mut chunk = vec![0u8; CHUNK.min(len as usize).max(1)];
+    let mut body = file.take(len);
+    loop {
+        match body.read(&mut chunk)? {
+            0 => return Ok(()),
+            n => sock.write_all(&chunk[..n])?,
+        }
+    }
+}
+
+/// `200 OK` with an HTML page that links to the parent and to each entry.
+fn send_listing(sock: &Socket, dir: &Path, segments: &[OsString]) -> io::Result<()> {
+    let mut entries: Vec<(OsString, bool)> = match fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(Result::ok).map(|e| (e.file_name(), e.path().is_dir())).collect(),
+        Err(e) => return send_status(sock, status_for(&e)),
+    };
+    entries.sort();
+    let body = listing_page(segments, &entries);
+    response::send_html(sock, Status::Ok, &body, &[])
+}
+
+/// The listing of the directory at `segments`. Links are absolute, so they
+/// work whether or not the request had a trailing slash.
+fn listing_page(segments: &[OsString], entries: &[(OsString, bool)]) -> String {
+    let href_of = |segs: &[OsString]| -> String {
+        let mut href = String::from("/");
+        for s in segs {
+            href.push_str(&percent_encode(s.as_bytes()));
+            href.push('/');
+        }
+        href
+    };
+    let here = href_of(segments);
+    let parent = href_of(&segments[..segments.len().saturating_sub(1)]);
+    let title = html_escape(&format!(
+        "Index of /{}",
+        segments.iter().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join("/")
+    ));
+    let mut page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n<h1>{title}</h1>\n<ul>\n\
+         <li><a href=\"{parent}\">Parent directory</a></li>\n"
+    );
+    for (name, is_dir) in entries {
+        let slash = if *is_dir { "/" } else { "" };
+        page.push_str(&format!(
+            "<li><a href=\"{here}{}{slash}\">{}{slash}</a></li>\n",
+            percent_encode(name.as_bytes()),
+            html_escape(&name.to_string_lossy())
+        ));
+    }
+    page.push_str("</ul>\n</body></html>\n");
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_links_are_absolute_encoded_and_escaped() {
+        let segs = vec![OsString::from("docs"), OsString::from("a b")];
+        let entries = vec![(OsString::from("x&y <1>.txt"), false), (OsString::from("sub"), true)];
+        let page = listing_page(&segs, &entries);
+        assert!(page.contains("<a href=\"/docs/\">Parent directory</a>"), "{page}");
+        assert!(
+            page.contains("<a href=\"/docs/a%20b/x%26y%20%3C1%3E.txt\">x&amp;y &lt;1&gt;.txt</a>"),
+            "{page}"
+        );
+        assert!(page.contains("<a href=\"/docs/a%20b/sub/\">sub/</a>"), "{page}");
+        assert!(page.contains("<title>Index of /docs/a b</title>"), "{page}");
+    }
+
+    #[test]
+    fn root_listing_parent_is_root() {
+        let page = listing_page(&[], &[]);
+        assert!(page.contains("<a href=\"/\">Parent directory</a>"));
+    }
+}

@@ -1,0 +1,215 @@
+//! Reading and parsing a request: the head up to its blank line, the request
+//! line, and the path, percent-decoded and normalised into segments that can
+//! never climb out of the served directory.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::time::{Duration, Instant};
+
+use crate::response::Status;
+use crate::sys::Socket;
+
+/// The most bytes a request head may take, blank line included.
+pub const MAX_HEAD: usize = 8192;
+
+/// The parts of a request line that the server uses.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request target as sent, e.g. `/docs/a%20b.txt?x=1`.
+    pub target: String,
+}
+
+/// Reads from `sock` until the blank line that ends the head, giving up after
+/// `timeout` in all. Returns the head, blank line included. What the client
+/// sent after the head (if anything) is left unread or discarded.
+pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Vec<u8>, Status> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut filled = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return Err(Status::RequestTimeout);
+        }
+        let n = match sock.read(&mut buf[filled..]) {
+            Ok(0) => return Err(Status::BadRequest),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Status::RequestTimeout),
+            Err(_) => return Err(Status::BadRequest),
+        };
+        let search_from = filled.saturating_sub(3);
+        filled += n;
+        if let Some(end) = head_end(&buf[search_from..filled]) {
+            buf.truncate(search_from + end);
+            return Ok(buf);
+        }
+        if filled == MAX_HEAD {
+            return Err(Status::BadRequest);
+        }
+    }
+}
+
+/// Where the head ends in `bytes`: the index just past `\r\n\r\n` (or a bare
+/// `\n\n`, which lenient clients send).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len()).find_map(|i| {
+        let rest = &bytes[i..];
+        if rest.starts_with(b"\r\n\r\n") {
+            Some(i + 4)
+        } else if rest.starts_with(b"\n\n") {
+            Some(i + 2)
+        } else {
+            None
+        }
+    })
+}
+
+/// Parses a head: `METHOD SP TARGET SP HTTP/x.y`, then `Name: value` lines.
+/// A malformed head, or a target that does not start with `/`, is a 400.
+pub fn parse_head(head: &[u8]) -> Result<Request, Status> {
+    let text = std::str::from_utf8(head).map_err(|_| Status::BadRequest)?;
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Status::BadRequest);
+    };
+    if method.is_empty() || !method.bytes().all(is_token_byte) || !is_http_version(version) {
+        return Err(Status::BadRequest);
+    }
+    if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(Status::BadRequest);
+    }
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let (name, _value) = line.split_once(':').ok_or(Status::BadRequest)?;
+        if name.is_empty()
+            || !name.bytes().all(is_token_byte)
+            || line.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+        {
+            return Err(Status::BadRequest);
+        }
+    }
+    Ok(Request { method: method.to_string(), target: target.to_string() })
+}
+
+/// `tchar` of RFC 9110: the characters of a method or a header name.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `HTTP/` followed by one digit, a dot, and one digit.
+fn is_http_version(v: &str) -> bool {
+    matches!(v.strip_prefix("HTTP/").map(str::as_bytes), Some([major, b'.', minor]) if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
+/// Turns a request target into the path segments below the served root.
+/// The query and fragment are dropped, `%XX` escapes are decoded, and empty
+/// and `.` segments are skipped. A `..` segment (written plainly or encoded)
+/// is a 403; a bad escape or a NUL byte is a 400.
+pub fn decode_path(target: &str) -> Result<Vec<OsString>, Status> {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let bytes = percent_decode(path).ok_or(Status::BadRequest)?;
+    if bytes.contains(&0) {
+        return Err(Status::BadRequest);
+    }
+    let mut segments = Vec::new();
+    for segment in bytes.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => return Err(Status::Forbidden),
+            name => segments.push(OsString::from_vec(name.to_vec())),
+        }
+    }
+    Ok(segments)
+}
+
+/// Decodes `%XX` escapes; `None` if an escape is cut short or not hex.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = hex_value(bytes.next()?)?;
+            let lo = hex_value(bytes.next()?)?;
+            out.push(hi << 4 | lo);
+        } else {
+            out.push(b);
+        }
+    }
+    Some(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(target: &str) -> Result<Vec<String>, Status> {
+        decode_path(target).map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
+    }
+
+    #[test]
+    fn parses_a_request_line_and_headers() {
+        let req = parse_head(b"GET /a/b.html?x=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n").unwrap();
+        assert_eq!(req, Request { method: "GET".into(), target: "/a/b.html?x=1".into() });
+        assert_eq!(parse_head(b"POST / HTTP/1.0\n\n").unwrap().method, "POST");
+    }
+
+    #[test]
+    fn rejects_malformed_heads() {
+        for head in [
+            &b"\r\n\r\n"[..],
+            b"GET\r\n\r\n",
+            b"GET /\r\n\r\n",
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / FTP/1.0\r\n\r\n",
+            b"GET / HTTP/11\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+            b"GET x HTTP/1.1\r\n\r\n",
+            b"GET http://host/ HTTP/1.1\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: empty name\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse_head(head), Err(Status::BadRequest), "{:?}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn finds_the_end_of_the_head() {
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\n\r\nbody"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\nHost: x\r\n"), None);
+    }
+
+    #[test]
+    fn decodes_and_normalises_paths() {
+        assert_eq!(segs("/"), Ok(vec![]));
+        assert_eq!(segs("/a//b/./c/"), Ok(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(segs("/a%20b%26c.txt?q=1#frag"), Ok(vec!["a b&c.txt".into()]));
+        assert_eq!(segs("/%E2%9C%93"), Ok(vec!["\u{2713}".into()]));
+        assert_eq!(segs("/a\\..\\b"), Ok(vec!["a\\..\\b".into()]));
+    }
+
+    #[test]
+    fn refuses_to_climb_out() {
+        for target in
+            ["/..", "/a/../../etc/passwd", "/%2e%2e/x", "/%2E%2E", "/..%2fetc", "/a/%2e%2e%2f%2e%2e"]
+        {
+            assert_eq!(segs(target), Err(Status::Forbidden), "{target}");
+        }
+        for target in ["/%00", "/a%00.html", "/%zz", "/%4", "/%"] {
+            assert_eq!(segs(target), Err(Status::BadRequest), "{target}");
+        }
+    }
+}
