@@ -1,0 +1,285 @@
+//! What the integration tests share: starting a built server on `--port 0`,
+//! temporary directories, and raw HTTP over `TcpStream`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The four executables of the homework.
+pub const SERVERS: [&str; 4] = ["httpserver", "forkserver", "threadserver", "poolserver"];
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The path of a built executable.
+pub fn bin(name: &str) -> &'static str {
+    match name {
+        "httpserver" => env!("CARGO_BIN_EXE_httpserver"),
+        "forkserver" => env!("CARGO_BIN_EXE_forkserver"),
+        "threadserver" => env!("CARGO_BIN_EXE_threadserver"),
+        "poolserver" => env!("CARGO_BIN_EXE_poolserver"),
+        other => panic!("no executable named {other}"),
+    }
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `name` with `args` and `--port 0`; poolserver gets
+    /// `--num-threads 4` unless `args` sets it. Returns once the server has
+    /// printed its "Listening on port N..." line.
+    pub fn start(name: &str, args: &[&str]) -> Server {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--port", "0"]);
+        if name == "poolserver" && !args.contains(&"--num-threads") {
+            all.extend(["--num-threads", "4"]);
+        }
+        Server::spawn(name, &all)
+            .unwrap_or_else(|(status, err)| panic!("{name} {all:?} exited ({status:?}): {err}"))
+    }
+
+    /// Starts `name` with exactly `args`. `Err` holds the exit status and the
+    /// stderr of a server that exited before listening.
+    pub fn spawn(name: &str, args: &[&str]) -> Result<Server, (Option<ExitStatus>, String)> {
+        let mut child = Command::new(bin(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        drain(child.stdout.take().unwrap(), Arc::clone(&stdout), Some(port_tx));
+        let stderr_done = drain(child.stderr.take().unwrap(), Arc::clone(&stderr), None);
+        match port_rx.recv_timeout(PATIENCE) {
+            Ok(port) => Ok(Server { name: name.to_string(), port, child, stdout, stderr }),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let _ = stderr_done.join();
+                let err = stderr.lock().unwrap().join("\n");
+                Err((status, err))
+            }
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The lines the server has printed on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The lines the server has printed on stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(ok.success(), "kill -{signal} failed");
+        wait_with_patience(&mut self.child)
+    }
+
+    /// Waits for the server to exit by itself.
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_with_patience(&mut self.child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_with_patience(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads `pipe` line by line into `lines` until it closes; the first
+/// "Listening on port N..." line sends N through `port`.
+fn drain(
+    pipe: impl Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+    port: Option<mpsc::Sender<u16>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &port {
+                if let Some(n) = line.strip_prefix("Listening on port ").and_then(|r| r.strip_suffix("...")) {
+                    let _ = tx.send(n.parse().expect("port number"));
+                }
+            }
+            lines.lock().unwrap().push(line);
+        }
+    })
+}
+
+/// Calls `check` until it returns true, or fails the test after PATIENCE.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("httpserver-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so tests need no crate.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Connects with read and write timeouts, so a broken server fails a test
+/// instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Sends `raw` as is and returns everything the server sends until it closes.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(raw).unwrap();
+    read_to_close(&mut stream)
+}
+
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap_or_else(|e| panic!("reading the response: {e}"));
+    out
+}
+
+/// A GET for `path`, as a browser's HTTP/1.0 request would look.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    Response::parse(&exchange(addr, format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()))
+}
+
+/// Sends the head, then half-closes, as a client that has nothing more to say.
+pub fn send_and_half_close(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(raw).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    read_to_close(&mut stream)
+}
+
+/// A response split into its parts.
+#[derive(Debug)]
+pub struct Response {
+    pub status_line: String,
+    pub headers: Vec<(String, String)>,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn parse(raw: &[u8]) -> Response {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of head in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8(raw[..split + 4].to_vec()).expect("head is UTF-8");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap().to_string();
+        let headers = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(": ").expect("header has ': '");
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        Response { status_line, headers, head, body: raw[split + 4..].to_vec() }
+    }
+
+    pub fn code(&self) -> u16 {
+        self.status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Checks the things every response must have: an exact HTTP/1.0 status
+    /// line, a Content-Type, and a Content-Length that matches the body.
+    pub fn assert_well_formed(&self, code: u16, reason: &str) {
+        assert_eq!(self.status_line, format!("HTTP/1.0 {code} {reason}"), "{}", self.head);
+        assert!(self.header("Content-Type").is_some(), "no Content-Type: {}", self.head);
+        let len: usize = self.header("Content-Length").expect("Content-Length").parse().unwrap();
+        assert_eq!(len, self.body.len(), "Content-Length vs body: {}", self.head);
+    }
+}
