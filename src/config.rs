@@ -33,11 +33,26 @@ pub struct Options {
     pub quiet: bool,
     /// `--request-timeout SECS`: how long a client may take to send its request head.
     pub request_timeout: Duration,
+    /// `--connect-timeout SECS`: how long one connect attempt to the upstream may take.
+    pub connect_timeout: Duration,
+    /// `--idle-timeout SECS`: a proxied connection with no byte either way for
+    /// this long is closed. `None` (0 on the command line) never closes it.
+    pub idle_timeout: Option<Duration>,
+    /// `--half-close-timeout SECS`: a proxied connection that one side has
+    /// finished sending on, with no byte either way for this long, is closed.
+    /// `None` (0 on the command line) waits for the other side forever.
+    pub half_close_timeout: Option<Duration>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { quiet: false, request_timeout: Duration::from_secs(10) }
+        Options {
+            quiet: false,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(300)),
+            half_close_timeout: Some(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -70,7 +85,16 @@ pub const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_PROXY_PORT: u16 = 80;
 const MAX_THREADS: usize = 65_536;
 /// The options that take a value.
-const VALUED_OPTIONS: [&str; 5] = ["files", "proxy", "port", "num-threads", "request-timeout"];
+const VALUED_OPTIONS: [&str; 8] = [
+    "files",
+    "proxy",
+    "port",
+    "num-threads",
+    "request-timeout",
+    "connect-timeout",
+    "idle-timeout",
+    "half-close-timeout",
+];
 
 fn options() -> getopts::Options {
     let mut opts = getopts::Options::new();
@@ -79,6 +103,19 @@ fn options() -> getopts::Options {
         .optopt("", "port", "listen on port N (default 8000; 0 picks a free port)", "N")
         .optopt("", "num-threads", "size of poolserver's worker pool (required by poolserver)", "N")
         .optopt("", "request-timeout", "time a client has to send its request head (default 10)", "SECS")
+        .optopt("", "connect-timeout", "time one connect to the upstream may take (default 5)", "SECS")
+        .optopt(
+            "",
+            "idle-timeout",
+            "close a proxied connection idle both ways this long (default 300; 0 never)",
+            "SECS",
+        )
+        .optopt(
+            "",
+            "half-close-timeout",
+            "close a half-closed proxied connection idle this long (default 30; 0 never)",
+            "SECS",
+        )
         .optflag("", "quiet", "do not log a line per connection")
         .optflag("h", "help", "print this help and exit");
     opts
@@ -130,7 +167,17 @@ pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
     };
     let mut options = Options { quiet: matches.opt_present("quiet"), ..Options::default() };
     if let Some(s) = matches.opt_str("request-timeout") {
-        options.request_timeout = parse_seconds("--request-timeout", &s)?;
+        options.request_timeout = parse_seconds("--request-timeout", &s, 1)?;
+    }
+    if let Some(s) = matches.opt_str("connect-timeout") {
+        options.connect_timeout = parse_seconds("--connect-timeout", &s, 1)?;
+    }
+    if let Some(s) = matches.opt_str("idle-timeout") {
+        options.idle_timeout = Some(parse_seconds("--idle-timeout", &s, 0)?).filter(|d| !d.is_zero());
+    }
+    if let Some(s) = matches.opt_str("half-close-timeout") {
+        options.half_close_timeout =
+            Some(parse_seconds("--half-close-timeout", &s, 0)?).filter(|d| !d.is_zero());
     }
     Ok(Command::Run(Config { port, target, num_threads: threads, options }))
 }
@@ -150,9 +197,9 @@ where
     }
 }
 
-/// A whole number of seconds, at most a day.
-fn parse_seconds(flag: &str, s: &str) -> Result<Duration, String> {
-    parse_number::<u64>(flag, s, 0, 86_400).map(Duration::from_secs)
+/// A whole number of seconds from `min` to a day.
+fn parse_seconds(flag: &str, s: &str, min: u64) -> Result<Duration, String> {
+    parse_number::<u64>(flag, s, min, 86_400).map(Duration::from_secs)
 }
 
 /// The files directory, canonicalised; it must exist and be a directory.
@@ -292,6 +339,22 @@ mod tests {
         assert!(err(Mode::Thread, "--files").contains("files"));
         assert_eq!(err(Mode::Thread, "--files --port 80"), "--files needs a value");
         assert!(err(Mode::Thread, "--files / extra").contains("extra"));
+    }
+
+    #[test]
+    fn timeouts() {
+        let c = run(Mode::Thread, "--proxy h --idle-timeout 0 --half-close-timeout 7 --connect-timeout 2");
+        assert_eq!(c.options.idle_timeout, None);
+        assert_eq!(c.options.half_close_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(c.options.connect_timeout, Duration::from_secs(2));
+        let d = run(Mode::Thread, "--proxy h").options;
+        assert_eq!(d.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(d.half_close_timeout, Some(Duration::from_secs(30)));
+        for bad in ["--connect-timeout 0", "--idle-timeout -1", "--request-timeout x", "--idle-timeout 86401"]
+        {
+            let err = parse_args(Mode::Thread, &args(&format!("--proxy h {bad}"))).unwrap_err();
+            assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -25,3 +25,25 @@ pub fn always(args: fmt::Arguments) {
 pub fn error(args: fmt::Arguments) {
     let _ = writeln!(io::stderr(), "{args}");
 }
+
+/// An error's text for a message: the OS's words without std's
+/// " (os error N)" suffix, e.g. "Connection refused".
+pub fn describe(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_drops_the_os_error_number() {
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(describe(&refused), "Connection refused");
+        assert_eq!(describe(&io::Error::other("plain")), "plain");
+    }
+}

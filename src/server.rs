@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::{self, Command};
 use crate::sys::{self, Forked, Socket};
 use crate::wq::{self, WorkQueue};
-use crate::{files, log};
+use crate::{files, log, proxy};
 
 /// The concurrency model, one per executable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +87,7 @@ fn run(mode: Mode) -> io::Result<()> {
     // Blocked in every thread from here on; only the signal thread takes them.
     sys::mask_shutdown_signals(true)?;
     sys::ignore_sigpipe()?;
-    if mode == Mode::Fork {
-        sys::reap_children_automatically()?;
-    }
+    let dispatch = Dispatch::new(mode)?;
     let port = config::server_port.get().copied().unwrap_or(config::DEFAULT_PORT);
     let listener =
         Socket::listen_any(port, BACKLOG).map_err(|e| with_context(e, &format!("listen on port {port}")))?;
@@ -97,7 +95,7 @@ fn run(mode: Mode) -> io::Result<()> {
     start_signal_thread(Arc::clone(&listener))?;
     let port = listener.local_addr()?.port();
     log::always(format_args!("Listening on port {port}..."));
-    serve_forever(&listener, mode)?;
+    serve_forever(&listener, &dispatch);
     log::always(format_args!("Shutting down."));
     Ok(())
 }
@@ -114,18 +112,37 @@ fn start_signal_thread(listener: Arc<Socket>) -> io::Result<()> {
     Ok(())
 }
 
-/// The accept loop. Each connection goes to its handler the way `mode` says.
-/// Returns once a shutdown signal has arrived.
-pub fn serve_forever(listener: &Socket, mode: Mode) -> io::Result<()> {
-    let queue = match mode {
-        Mode::Pool => Some(start_pool(config::num_threads.get().copied().unwrap_or(1))?),
-        _ => None,
-    };
+/// How the accept loop hands off a connection: the mode, with what it needs.
+enum Dispatch {
+    Basic,
+    Fork,
+    Thread,
+    Pool(Arc<WorkQueue<Connection>>),
+}
+
+impl Dispatch {
+    /// Prepares `mode`; for poolserver, this starts the workers.
+    fn new(mode: Mode) -> io::Result<Dispatch> {
+        Ok(match mode {
+            Mode::Basic => Dispatch::Basic,
+            Mode::Fork => {
+                sys::reap_children_automatically()?;
+                Dispatch::Fork
+            }
+            Mode::Thread => Dispatch::Thread,
+            Mode::Pool => Dispatch::Pool(start_pool(config::num_threads.get().copied().unwrap_or(1))?),
+        })
+    }
+}
+
+/// The accept loop. Each connection goes to its handler the way `dispatch`
+/// says. Returns once a shutdown signal has arrived.
+fn serve_forever(listener: &Socket, dispatch: &Dispatch) {
     let mut backoff = Backoff::default();
     loop {
         let (sock, peer) = match listener.accept() {
             Ok(accepted) => accepted,
-            Err(_) if STOPPING.load(Ordering::SeqCst) => return Ok(()),
+            Err(_) if STOPPING.load(Ordering::SeqCst) => return,
             Err(e) => {
                 backoff.after_accept_error(&e);
                 continue;
@@ -134,11 +151,11 @@ pub fn serve_forever(listener: &Socket, mode: Mode) -> io::Result<()> {
         backoff.reset();
         log::info(format_args!("Accepted connection from {} on port {}", peer.ip(), peer.port()));
         let conn = Connection { sock, peer };
-        match mode {
-            Mode::Basic => handle_connection(conn),
-            Mode::Thread => spawn_handler(conn),
-            Mode::Pool => wq::wq_push(queue.as_ref().expect("pool mode has a queue"), conn),
-            Mode::Fork => match sys::fork() {
+        match dispatch {
+            Dispatch::Basic => handle_connection(conn),
+            Dispatch::Thread => spawn_handler(conn),
+            Dispatch::Pool(queue) => wq::wq_push(queue, conn),
+            Dispatch::Fork => match sys::fork() {
                 Ok(Forked::Child) => {
                     sys::close_inherited(listener);
                     let _ = sys::mask_shutdown_signals(false);
@@ -160,6 +177,8 @@ pub fn handle_connection(conn: Connection) {
     let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
         if config::files_root().is_some() {
             files::handle_files_request(conn);
+        } else {
+            proxy::handle_proxy_request(conn);
         }
     }));
     if outcome.is_err() {
