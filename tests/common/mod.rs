@@ -2,6 +2,9 @@
 //! temporary directories, and raw HTTP over `TcpStream`.
 #![allow(dead_code)]
 
+pub mod origins;
+pub mod sha256;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -232,6 +235,24 @@ pub fn send_and_half_close(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     stream.write_all(raw).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
     read_to_close(&mut stream)
+}
+
+/// Reads exactly one response with a Content-Length off a keep-alive stream.
+pub fn read_response(reader: &mut impl BufRead) -> Response {
+    let mut raw = Vec::new();
+    loop {
+        let before = raw.len();
+        let n = reader.read_until(b'\n', &mut raw).unwrap_or_else(|e| panic!("reading a response head: {e}"));
+        assert!(n > 0, "connection closed inside a response head: {:?}", String::from_utf8_lossy(&raw));
+        if &raw[before..] == b"\r\n" {
+            break;
+        }
+    }
+    let head = Response::parse(&raw);
+    let len: usize = head.header("Content-Length").expect("Content-Length").parse().unwrap();
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).unwrap_or_else(|e| panic!("reading a {len}-byte body: {e}"));
+    Response { body, ..head }
 }
 
 /// A response split into its parts.
