@@ -15,6 +15,13 @@ test:
 run: all
 	./threadserver --files www --port 8000
 
+# www/ served on 8080, and a proxy in front of it on 8000. Ctrl-C stops both.
+demo: all
+	@trap 'kill $$origin 2>/dev/null; wait' EXIT INT TERM; \
+	./threadserver --files www --port 8080 --quiet & origin=$$!; \
+	echo "open http://localhost:8000/  (the proxy on 8000 relays to www/ served on 8080; Ctrl-C stops both)"; \
+	./threadserver --proxy localhost:8080 --port 8000
+
 clean:
 	$(CARGO) clean
 	rm -f $(SERVERS)
