@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::server::Mode;
+use crate::modes::Mode;
 
 /// The directory served in files mode (`--files DIR`), canonicalised.
 /// Unset in proxy mode.
@@ -42,6 +42,12 @@ pub struct Options {
     /// finished sending on, with no byte either way for this long, is closed.
     /// `None` (0 on the command line) waits for the other side forever.
     pub half_close_timeout: Option<Duration>,
+    /// `--max-connections N`: forkserver and threadserver refuse connections
+    /// beyond this many at once.
+    pub max_connections: usize,
+    /// `--shutdown-timeout SECS`: after SIGINT or SIGTERM, how long open
+    /// connections may take to finish before the server exits.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Options {
@@ -52,6 +58,8 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(300)),
             half_close_timeout: Some(Duration::from_secs(30)),
+            max_connections: 4096,
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -85,7 +93,7 @@ pub const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_PROXY_PORT: u16 = 80;
 const MAX_THREADS: usize = 65_536;
 /// The options that take a value.
-const VALUED_OPTIONS: [&str; 8] = [
+const VALUED_OPTIONS: [&str; 10] = [
     "files",
     "proxy",
     "port",
@@ -94,6 +102,8 @@ const VALUED_OPTIONS: [&str; 8] = [
     "connect-timeout",
     "idle-timeout",
     "half-close-timeout",
+    "max-connections",
+    "shutdown-timeout",
 ];
 
 fn options() -> getopts::Options {
@@ -114,6 +124,18 @@ fn options() -> getopts::Options {
             "",
             "half-close-timeout",
             "close a half-closed proxied connection idle this long (default 30; 0 never)",
+            "SECS",
+        )
+        .optopt(
+            "",
+            "max-connections",
+            "forkserver, threadserver: most connections at once (default 4096)",
+            "N",
+        )
+        .optopt(
+            "",
+            "shutdown-timeout",
+            "on SIGINT/SIGTERM, time open connections get to finish (default 5)",
             "SECS",
         )
         .optflag("", "quiet", "do not log a line per connection")
@@ -174,6 +196,12 @@ pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
     }
     if let Some(s) = matches.opt_str("idle-timeout") {
         options.idle_timeout = Some(parse_seconds("--idle-timeout", &s, 0)?).filter(|d| !d.is_zero());
+    }
+    if let Some(s) = matches.opt_str("max-connections") {
+        options.max_connections = parse_number::<usize>("--max-connections", &s, 1, 1 << 20)?;
+    }
+    if let Some(s) = matches.opt_str("shutdown-timeout") {
+        options.shutdown_timeout = parse_seconds("--shutdown-timeout", &s, 0)?;
     }
     if let Some(s) = matches.opt_str("half-close-timeout") {
         options.half_close_timeout =

@@ -8,9 +8,9 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::modes::Connection;
 use crate::request::{self, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
-use crate::server::Connection;
 use crate::sys::Socket;
 use crate::{config, log, mime};
 
@@ -172,6 +172,40 @@ mod tests {
         );
         assert!(page.contains("<a href=\"/docs/a%20b/sub/\">sub/</a>"), "{page}");
         assert!(page.contains("<title>Index of /docs/a b</title>"), "{page}");
+    }
+
+    /// Random hostile targets against a real tree whose symlinks point both
+    /// inside and outside it: whatever resolves lies under the root.
+    #[test]
+    fn resolve_never_leaves_the_root() {
+        use std::os::unix::fs::symlink;
+        let base = std::env::temp_dir().join(format!("httpserver-resolve-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let root = base.join("www");
+        fs::create_dir_all(root.join("a/b c")).unwrap();
+        fs::create_dir_all(base.join("secret")).unwrap();
+        fs::write(base.join("secret/passwd"), "secret").unwrap();
+        fs::write(root.join("index.html"), "hi").unwrap();
+        symlink(base.join("secret"), root.join("out")).unwrap();
+        symlink("../../secret/passwd", root.join("a/passwd")).unwrap();
+        symlink("a", root.join("in")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let mut rng = crate::fuzz::Rng::new(0xf11e);
+        let mut served = 0;
+        for _ in 0..20_000 {
+            let target = crate::fuzz::target(&mut rng);
+            let req = Request { method: "GET".into(), target: target.clone() };
+            if let Ok(Resource::File(path) | Resource::Listing { dir: path, .. }) = resolve(&root, &req) {
+                assert!(path.starts_with(&root), "{target:?} -> {path:?}");
+                served += 1;
+            }
+        }
+        assert!(served > 100, "too few targets resolved ({served}) to say anything");
+        for target in ["/out/passwd", "/a/passwd", "/out", "/in/../../secret/passwd"] {
+            let req = Request { method: "GET".into(), target: target.into() };
+            assert!(resolve(&root, &req).is_err(), "{target} escaped");
+        }
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]

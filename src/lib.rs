@@ -2,7 +2,9 @@
 //! one per concurrency mode of the homework (see [`server::Mode`]).
 //!
 //! - [`config`]: the command line and the skeleton's write-once globals.
-//! - [`server`]: the listening socket, `serve_forever`, and the four modes.
+//! - [`server`]: the listening socket, `serve_forever`, and shutting down.
+//! - [`modes`]: the four modes, and refusing what there is no room for.
+//! - [`conns`]: the count of open connections (`--max-connections`, shutdown).
 //! - [`wq`]: poolserver's work queue (`wq_push`, `wq_pop`).
 //! - [`files`]: files mode, `handle_files_request`.
 //! - [`proxy`]: proxy mode, `handle_proxy_request`: the two-thread relay.
@@ -11,9 +13,13 @@
 //! - [`sys`]: the libc calls, and the only `unsafe` in the crate.
 
 pub mod config;
+pub mod conns;
 pub mod files;
+#[cfg(test)]
+mod fuzz;
 pub mod log;
 pub mod mime;
+pub mod modes;
 pub mod proxy;
 pub mod request;
 pub mod response;
@@ -21,4 +27,5 @@ pub mod server;
 pub mod sys;
 pub mod wq;
 
-pub use server::{main, Mode};
+pub use modes::Mode;
+pub use server::main;

@@ -26,8 +26,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::modes::Connection;
 use crate::response::{self, Status};
-use crate::server::Connection;
 use crate::sys::{self, Socket};
 use crate::{config, log, request};
 

@@ -383,12 +383,6 @@ pub fn ignore_sigpipe() -> io::Result<()> {
     set_ignored(libc::SIGPIPE, 0)
 }
 
-/// Makes the kernel reap child processes as they exit (SIGCHLD ignored with
-/// `SA_NOCLDWAIT`), so finished children never linger as zombies.
-pub fn reap_children_automatically() -> io::Result<()> {
-    set_ignored(libc::SIGCHLD, libc::SA_NOCLDWAIT)
-}
-
 /// Corresponds to `sigaction(2)` with `SIG_IGN`.
 fn set_ignored(sig: libc::c_int, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: sigaction is plain old data; all zeroes is a valid, empty action.
@@ -422,6 +416,25 @@ pub fn fork() -> io::Result<Forked> {
 pub fn close_inherited(fd: &impl AsRawFd) {
     // SAFETY: called only in a forked child, on an fd that nothing in the child closes again.
     unsafe { libc::close(fd.as_raw_fd()) };
+}
+
+/// Corresponds to `waitpid(-1, &status, 0)`: waits for any child process to
+/// exit and reaps it. `Ok(false)` means there is no child to wait for (ECHILD).
+pub fn wait_any_child() -> io::Result<bool> {
+    let mut status = 0;
+    // SAFETY: `status` is writable; waitpid() takes no other pointers.
+    match cvt_r(|| unsafe { libc::waitpid(-1, &mut status, 0) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Corresponds to `prctl(PR_SET_PDEATHSIG, SIGTERM)`: a forked child is sent
+/// SIGTERM when the parent exits, so no connection outlives the server.
+pub fn terminate_with_parent() -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) }).map(drop)
 }
 
 /// Corresponds to `_exit(2)`: ends a forked child without running the
