@@ -45,7 +45,9 @@ pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Vec<u8>, Status> {
             buf.truncate(search_from + end);
             return Ok(buf);
         }
-        if filled == MAX_HEAD {
+        // Binary junk or a bare CR can never become a valid head: say so now
+        // rather than wait for more bytes that will not help.
+        if filled == MAX_HEAD || !could_be_head(&buf[search_from..filled]) {
             return Err(Status::BadRequest);
         }
     }
@@ -64,6 +66,15 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
             None
         }
     })
+}
+
+/// Whether `bytes` (part of an unfinished head) could still be part of a
+/// valid one: no control bytes but tab, CR and LF, and every CR followed by
+/// LF (a CR at the very end may still get its LF).
+fn could_be_head(bytes: &[u8]) -> bool {
+    let controls_ok = bytes.iter().all(|&b| !b.is_ascii_control() || matches!(b, b'\t' | b'\r' | b'\n'));
+    let crs_ok = bytes.windows(2).all(|w| w[0] != b'\r' || w[1] == b'\n');
+    controls_ok && crs_ok
 }
 
 /// Parses a head: `METHOD SP TARGET SP HTTP/x.y`, then `Name: value` lines.
@@ -190,6 +201,54 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.0\r\n\r\nbody"), Some(18));
         assert_eq!(head_end(b"GET / HTTP/1.0\n\n"), Some(16));
         assert_eq!(head_end(b"GET / HTTP/1.0\r\nHost: x\r\n"), None);
+    }
+
+    #[test]
+    fn any_head_parses_or_is_refused_without_panic() {
+        let mut rng = crate::fuzz::Rng::new(0x4ead);
+        for _ in 0..20_000 {
+            let head = crate::fuzz::head(&mut rng);
+            if let Ok(req) = parse_head(&head) {
+                assert!(req.target.starts_with('/'), "{head:?}");
+                assert!(!req.method.is_empty() && !req.method.contains(' '), "{head:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn decoded_paths_never_leave_the_root() {
+        use std::path::{Component, Path};
+        let root = Path::new("/srv/www");
+        let mut rng = crate::fuzz::Rng::new(0x9a7);
+        for _ in 0..50_000 {
+            let target = crate::fuzz::target(&mut rng);
+            match decode_path(&target) {
+                Ok(segments) => {
+                    for s in &segments {
+                        let b = s.as_encoded_bytes();
+                        assert!(!b.is_empty() && b != b"." && b != b"..", "{target:?} -> {segments:?}");
+                        assert!(!b.contains(&b'/') && !b.contains(&0), "{target:?} -> {segments:?}");
+                    }
+                    let joined = segments.iter().fold(root.to_path_buf(), |p, s| p.join(s));
+                    assert!(joined.starts_with(root), "{target:?} -> {joined:?}");
+                    assert!(joined
+                        .components()
+                        .all(|c| matches!(c, Component::RootDir | Component::Normal(_))));
+                }
+                Err(status) => {
+                    assert!(matches!(status, Status::BadRequest | Status::Forbidden), "{target:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spots_heads_that_cannot_become_valid() {
+        assert!(could_be_head(b"GET / HTTP/1.0\r\nHost: x\r"));
+        assert!(could_be_head(b"GET /\tx"));
+        assert!(!could_be_head(b"GET /\r\r\r"));
+        assert!(!could_be_head(b"GET /\x00"));
+        assert!(!could_be_head(b"\x16\x03\x01\x02\x00")); // a TLS hello
     }
 
     #[test]
