@@ -120,22 +120,7 @@ fn forkserver_leaves_no_zombies() {
     for _ in 0..20 {
         common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");
     }
-    eventually("forkserver's children to be gone", || children_of(server.pid()).is_empty());
-}
-
-/// The pids of the live or zombie children of `pid`, from /proc.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut kids = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
-        // The fields after the parenthesised command: state, ppid, ...
-        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else { continue };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields.get(1) == Some(&pid.to_string().as_str()) {
-            kids.push(entry.file_name().to_string_lossy().parse().unwrap_or(0));
-        }
-    }
-    kids
+    eventually("forkserver's children to be gone", || common::children_of(server.pid()).is_empty());
 }
 
 /// SIGTERM and SIGINT close the listening socket and exit 0, in every mode.

@@ -5,6 +5,7 @@
 pub mod origins;
 pub mod sha256;
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -58,8 +59,15 @@ impl Server {
     /// Starts `name` with exactly `args`. `Err` holds the exit status and the
     /// stderr of a server that exited before listening.
     pub fn spawn(name: &str, args: &[&str]) -> Result<Server, (Option<ExitStatus>, String)> {
-        let mut child = Command::new(bin(name))
-            .args(args)
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args);
+        Server::spawn_command(name, cmd)
+    }
+
+    /// Runs `cmd` (a server, perhaps behind a wrapper such as prlimit) and
+    /// waits for its Listening line.
+    pub fn spawn_command(name: &str, mut cmd: Command) -> Result<Server, (Option<ExitStatus>, String)> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -100,11 +108,41 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Sends `signal` (e.g. "TERM") and waits for the process to exit.
-    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+    /// Sends `signal` (e.g. "TERM") to the server.
+    pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
         assert!(ok.success(), "kill -{signal} failed");
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        self.signal(signal);
         wait_with_patience(&mut self.child)
+    }
+
+    /// Its resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_field(self.pid(), "VmRSS:")
+    }
+
+    /// CPU time used so far (user + system), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // After the command: state is field 3 of stat(5); utime and stime are 14 and 15.
+        let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        tick(11) + tick(12)
+    }
+
+    /// How many fds the server has open.
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// How many threads the server runs.
+    pub fn thread_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/task", self.pid())).map(|d| d.count()).unwrap_or(0)
     }
 
     /// Waits for the server to exit by itself.
@@ -118,6 +156,37 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn proc_status_field(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pids of the live or zombie children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+        // The fields after the parenthesised command: state, ppid, ...
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else { continue };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) {
+            kids.push(entry.file_name().to_string_lossy().parse().unwrap_or(0));
+        }
+    }
+    kids
+}
+
+/// Whether the tests run as root (needed to run a server as another user).
+pub fn running_as_root() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 fn wait_with_patience(child: &mut Child) -> ExitStatus {
@@ -168,8 +237,8 @@ impl TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let path = std::env::temp_dir().join(format!("httpserver-test-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
 
@@ -184,7 +253,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,0 +1,203 @@
+//! Running out: of fds, of threads and processes, of connection slots. The
+//! server stays up, refuses what it must, and serves again once it can.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::origins::{self, Origin};
+use common::{eventually, Response, Server, TempDir};
+
+fn site(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
+    dir
+}
+
+/// Keeps asking for /hello.txt until a 200 comes back.
+fn served_again(server: &Server) {
+    eventually("a request to succeed again", || {
+        let mut stream = match TcpStream::connect(server.addr()) {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut raw = Vec::new();
+        let ok = stream.write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n").is_ok()
+            && stream.read_to_end(&mut raw).is_ok();
+        ok && raw.starts_with(b"HTTP/1.0 200 OK")
+    });
+}
+
+fn open_partial(server: &Server, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut c = common::connect(server.addr());
+            c.write_all(b"GET /hello.txt HTTP/1.0\r\n").unwrap();
+            c
+        })
+        .collect()
+}
+
+/// threadserver under `ulimit -n 64` meets 100 connections: accept fails
+/// with EMFILE, the server backs off instead of spinning, and once the
+/// clients are gone a new request succeeds.
+#[test]
+fn out_of_fds_the_server_backs_off_and_recovers() {
+    let dir = site("emfile");
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=64", common::bin("threadserver")]);
+    cmd.args(["--files", dir.str(), "--port", "0", "--quiet", "--request-timeout", "60"]);
+    let server = Server::spawn_command("threadserver", cmd).expect("start under prlimit");
+    let clients: Vec<TcpStream> = (0..100).map(|_| common::connect(server.addr())).collect();
+    eventually("accept to fail with EMFILE", || {
+        server.stderr_lines().iter().any(|l| l.contains("Too many open files"))
+    });
+    let before = server.cpu_ticks();
+    thread::sleep(Duration::from_secs(2));
+    let used = server.cpu_ticks() - before;
+    // 2 s is 200 ticks of one core; a spinning accept loop would use most of them.
+    assert!(used < 20, "the starved server used {used} ticks of CPU in 2 s");
+    drop(clients);
+    served_again(&server);
+    assert!(server.stderr_lines().iter().any(|l| l.contains("accept: working again")));
+}
+
+/// A copy of the executable that an unprivileged user can run.
+fn runnable_copy(name: &str, dir: &TempDir) -> String {
+    let copy = dir.path().join(name);
+    fs::copy(common::bin(name), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    copy.to_str().unwrap().to_string()
+}
+
+/// Whether this test run can start a server as user nobody (it takes root);
+/// if not, says loudly that `test` is skipped.
+fn can_run_as_nobody(test: &str) -> bool {
+    let root = common::running_as_root();
+    if !root {
+        eprintln!("SKIPPED {test}: needs root to run a server as user nobody");
+    }
+    root
+}
+
+/// Starts `name` as user nobody with at most `nproc` tasks (threads and
+/// processes), so that making one more fails with EAGAIN.
+fn start_with_task_limit(name: &str, dir: &TempDir, nproc: usize, args: &[&str]) -> Server {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "prlimit", &format!("--nproc={nproc}")]);
+    cmd.arg(runnable_copy(name, dir)).args(args).args(["--port", "0"]);
+    Server::spawn_command(name, cmd).unwrap_or_else(|(s, e)| panic!("{name} as nobody: {s:?} {e}"))
+}
+
+/// When no thread (threadserver) or process (forkserver) can be made, that
+/// one connection gets a 503 and the server goes on.
+#[test]
+fn out_of_threads_or_processes_a_connection_gets_503() {
+    if !can_run_as_nobody("out_of_threads_or_processes_a_connection_gets_503") {
+        return;
+    }
+    // threadserver runs main, signal and refuser threads; forkserver also a reaper.
+    for (name, own_tasks) in [("threadserver", 3), ("forkserver", 4)] {
+        let dir = site("eagain");
+        let server = start_with_task_limit(name, &dir, own_tasks + 2, &["--files", dir.str(), "--quiet"]);
+        let mut busy = open_partial(&server, 2);
+        let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
+        r.assert_well_formed(503, "Service Unavailable");
+        for stream in &mut busy {
+            stream.write_all(b"\r\n").unwrap();
+            Response::parse(&common::read_to_close(stream)).assert_well_formed(200, "OK");
+        }
+        drop(busy);
+        served_again(&server);
+    }
+}
+
+/// In proxy mode, a connection whose second relay thread cannot be made is
+/// closed at once, and says why in the log.
+#[test]
+fn out_of_threads_a_proxied_connection_is_closed() {
+    if !can_run_as_nobody("out_of_threads_a_proxied_connection_is_closed") {
+        return;
+    }
+    let dir = TempDir::new("eagain-proxy");
+    let origin = Origin::start(origins::echo);
+    // main, signals, refuser, and the connection's own thread: no room for the relay thread.
+    let server = start_with_task_limit("threadserver", &dir, 4, &["--proxy", &origin.proxy_arg()]);
+    let mut stream = common::connect(server.addr());
+    stream.write_all(b"hello").unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    assert!(got.is_empty(), "nothing should have been relayed: {got:?}");
+    eventually("the log line", || {
+        server.stdout_lines().iter().any(|l| l.ends_with("no thread for the second direction"))
+    });
+}
+
+/// `--max-connections 5`: five connections are served at once, the sixth
+/// gets a 503 (files mode) or is closed (proxy mode), and each slot comes
+/// back when its connection ends: the limit is counted exactly.
+#[test]
+fn max_connections_is_counted_and_released_exactly() {
+    let dir = site("maxconn");
+    for name in ["threadserver", "forkserver"] {
+        let server = Server::start(name, &["--files", dir.str(), "--quiet", "--max-connections", "5"]);
+        let base_threads = server.thread_count();
+        // No connection in progress: no handler thread, no child process.
+        let idle = || server.thread_count() == base_threads && common::children_of(server.pid()).is_empty();
+        for round in 0..3 {
+            eventually("the previous round's connections to be released", idle);
+            let mut held = open_partial(&server, 5);
+            let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
+            r.assert_well_formed(503, "Service Unavailable");
+            // Free exactly one slot: then exactly one more fits.
+            let mut first = held.remove(0);
+            first.write_all(b"\r\n").unwrap();
+            Response::parse(&common::read_to_close(&mut first)).assert_well_formed(200, "OK");
+            drop(first);
+            eventually("the freed slot to be reused", || {
+                let mut probe = common::connect(server.addr());
+                probe.write_all(b"GET /hello.txt HTTP/1.0\r\n").unwrap();
+                probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                let mut byte = [0u8; 1];
+                let refused = matches!(probe.read(&mut byte), Ok(n) if n > 0);
+                if !refused {
+                    held.push(probe);
+                }
+                !refused
+            });
+            let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
+            r.assert_well_formed(503, "Service Unavailable");
+            for stream in &mut held {
+                stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
+                stream.write_all(b"\r\n").unwrap();
+                let r = Response::parse(&common::read_to_close(stream));
+                r.assert_well_formed(200, "OK");
+                assert_eq!(r.text(), "hello\n", "{name} round {round}");
+            }
+        }
+    }
+
+    let origin = Origin::start(origins::echo);
+    let relay = Server::start("threadserver", &["--proxy", &origin.proxy_arg(), "--max-connections", "5"]);
+    let mut held: Vec<TcpStream> = (0..5).map(|_| common::connect(relay.addr())).collect();
+    for stream in &mut held {
+        stream.write_all(b"ping").unwrap();
+        let mut pong = [0u8; 4];
+        stream.read_exact(&mut pong).unwrap();
+    }
+    let mut sixth = common::connect(relay.addr());
+    let _ = sixth.write_all(b"ping");
+    let mut got = Vec::new();
+    let _ = sixth.read_to_end(&mut got);
+    assert!(got.is_empty(), "the sixth proxied connection was relayed");
+    eventually("the refusal line", || {
+        relay.stdout_lines().iter().any(|l| l.ends_with(": too many connections"))
+    });
+}

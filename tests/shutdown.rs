@@ -1,0 +1,76 @@
+//! SIGTERM: stop accepting at once, let open connections finish within the
+//! grace period, then exit 0.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Server, TempDir, SERVERS};
+
+const SIZE: usize = 24 << 20;
+
+fn site() -> TempDir {
+    let dir = TempDir::new("shutdown");
+    fs::write(dir.path().join("big.bin"), common::random_bytes(SIZE, 42)).unwrap();
+    dir
+}
+
+/// Starts a download of big.bin and reads its first MiB.
+fn start_download(server: &Server) -> (TcpStream, Vec<u8>) {
+    let mut stream = common::connect(server.addr());
+    stream.write_all(b"GET /big.bin HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    stream.read_exact(&mut got).unwrap();
+    (stream, got)
+}
+
+#[test]
+fn a_slow_download_completes_after_sigterm_and_then_the_server_exits_0() {
+    let dir = site();
+    let expected = common::random_bytes(SIZE, 42);
+    for name in SERVERS {
+        let mut server = Server::start(name, &["--files", dir.str(), "--quiet", "--shutdown-timeout", "10"]);
+        let (mut stream, mut got) = start_download(&server);
+        server.signal("TERM");
+        let signalled = Instant::now();
+        // The listening socket goes away at once: new clients are turned away.
+        common::eventually("new connections to be refused", || TcpStream::connect(server.addr()).is_err());
+        // Read the rest slowly: about 2 s for the remaining 23 MiB.
+        let mut chunk = vec![0u8; 256 << 10];
+        loop {
+            match stream.read(&mut chunk).unwrap() {
+                0 => break,
+                n => got.extend_from_slice(&chunk[..n]),
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let body_start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got[body_start..] == expected[..], "{name}: the download was cut or corrupted");
+        let status = server.wait();
+        assert_eq!(status.code(), Some(0), "{name}: {status:?}");
+        let took = signalled.elapsed();
+        assert!(took < Duration::from_secs(10), "{name}: exited {took:?} after SIGTERM");
+        assert!(server.stdout_lines().iter().any(|l| l.starts_with("Shutting down: waiting up to 10 s")));
+    }
+}
+
+#[test]
+fn a_stalled_connection_cannot_hold_the_server_past_the_grace_period() {
+    let dir = site();
+    for name in SERVERS {
+        let mut server = Server::start(name, &["--files", dir.str(), "--quiet", "--shutdown-timeout", "1"]);
+        let (_stalled, _) = start_download(&server);
+        server.signal("TERM");
+        let signalled = Instant::now();
+        let status = server.wait();
+        let took = signalled.elapsed();
+        assert_eq!(status.code(), Some(0), "{name}: {status:?}");
+        assert!(took >= Duration::from_millis(900), "{name}: exited after only {took:?}");
+        assert!(took < Duration::from_secs(5), "{name}: exited {took:?} after SIGTERM");
+        assert!(server.stdout_lines().iter().any(|l| l.ends_with("still open; closing them.")), "{name}");
+    }
+}
