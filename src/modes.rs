@@ -112,15 +112,19 @@ impl Dispatch {
 /// panic is contained to this connection: its fds close and its slot is
 /// released as it unwinds, and the process goes on.
 pub fn handle_connection(conn: Connection) {
+    let handler = if config::files_root().is_some() {
+        files::handle_files_request
+    } else {
+        proxy::handle_proxy_request
+    };
+    run_guarded(conn, handler);
+}
+
+/// Runs `handler` on `conn`, catching a panic. Unwinding drops the
+/// connection, which closes its fds and releases its slot.
+fn run_guarded(conn: Connection, handler: fn(Connection)) {
     let peer = conn.peer;
-    let outcome = panic::catch_unwind(AssertUnwindSafe(move || {
-        if config::files_root().is_some() {
-            files::handle_files_request(conn);
-        } else {
-            proxy::handle_proxy_request(conn);
-        }
-    }));
-    if outcome.is_err() {
+    if panic::catch_unwind(AssertUnwindSafe(move || handler(conn))).is_err() {
         log::error(format_args!("handler for {peer} panicked; connection closed"));
     }
 }
@@ -239,6 +243,17 @@ impl Refuser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_handler_is_contained_and_its_fds_closed() {
+        let sock = Socket::listen_any(0, 8).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let conn = Connection { sock, peer: "127.0.0.1:1".parse().unwrap(), slot: None };
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        run_guarded(conn, |_conn| panic!("a handler bug"));
+        // The socket was closed as the panic unwound: nothing listens there now.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
 
     #[test]
     fn spawn_with_runs_the_item_on_a_new_thread() {
