@@ -40,6 +40,7 @@ pub struct Server {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    drains: Vec<thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -76,10 +77,13 @@ impl Server {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = mpsc::channel();
-        drain(child.stdout.take().unwrap(), Arc::clone(&stdout), Some(port_tx));
+        let stdout_done = drain(child.stdout.take().unwrap(), Arc::clone(&stdout), Some(port_tx));
         let stderr_done = drain(child.stderr.take().unwrap(), Arc::clone(&stderr), None);
         match port_rx.recv_timeout(PATIENCE) {
-            Ok(port) => Ok(Server { name: name.to_string(), port, child, stdout, stderr }),
+            Ok(port) => {
+                let drains = vec![stdout_done, stderr_done];
+                Ok(Server { name: name.to_string(), port, child, stdout, stderr, drains })
+            }
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
@@ -117,7 +121,7 @@ impl Server {
     /// Sends `signal` and waits for the process to exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         self.signal(signal);
-        wait_with_patience(&mut self.child)
+        self.wait()
     }
 
     /// Its resident memory, in KiB.
@@ -145,9 +149,15 @@ impl Server {
         fs::read_dir(format!("/proc/{}/task", self.pid())).map(|d| d.count()).unwrap_or(0)
     }
 
-    /// Waits for the server to exit by itself.
+    /// Waits for the server to exit, and for everything it printed to be read.
     pub fn wait(&mut self) -> ExitStatus {
-        wait_with_patience(&mut self.child)
+        let status = wait_with_patience(&mut self.child);
+        let deadline = Instant::now() + PATIENCE;
+        while !self.drains.iter().all(|d| d.is_finished()) {
+            assert!(Instant::now() < deadline, "the server's output pipes stayed open after it exited");
+            thread::sleep(Duration::from_millis(5));
+        }
+        status
     }
 }
 
