@@ -6,6 +6,7 @@
 //! - [`modes`]: the four modes, and refusing what there is no room for.
 //! - [`conns`]: the count of open connections (`--max-connections`, shutdown).
 //! - [`wq`]: poolserver's work queue (`wq_push`, `wq_pop`).
+//! - [`threads`]: the cache of idle threads that connections run on.
 //! - [`files`]: files mode, `handle_files_request`.
 //! - [`proxy`]: proxy mode, `handle_proxy_request`: the two-thread relay.
 //! - [`request`] and [`response`]: reading requests, writing responses.
@@ -25,6 +26,7 @@ pub mod request;
 pub mod response;
 pub mod server;
 pub mod sys;
+pub mod threads;
 pub mod wq;
 
 pub use modes::Mode;

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::conns::{Slot, OPEN_CONNECTIONS};
 use crate::response::{self, Status};
 use crate::sys::{self, Forked, Socket};
 use crate::wq::{self, WorkQueue};
-use crate::{config, files, log, proxy};
+use crate::{config, files, log, proxy, threads};
 
 /// The concurrency model, one per executable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +49,6 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub slot: Option<Slot>,
 }
-
-/// Stack of a thread that handles a connection. Handlers keep their buffers
-/// on the heap; the resolver (getaddrinfo) is the deepest thing they call.
-pub const HANDLER_STACK: usize = 256 * 1024;
 
 /// How the accept loop hands off a connection: the mode, with what it needs.
 pub enum Dispatch {
@@ -98,7 +94,7 @@ impl Dispatch {
         match self {
             Dispatch::Basic => handle_connection(conn),
             Dispatch::Thread { refuser } => {
-                if let Err((conn, e)) = spawn_with(HANDLER_STACK, conn, handle_connection) {
+                if let Err((conn, e)) = threads::run(conn, handle_connection) {
                     refuser.refuse(conn, &format!("no thread: {}", log::describe(&e)));
                 }
             }
@@ -126,27 +122,6 @@ fn run_guarded(conn: Connection, handler: fn(Connection)) {
     let peer = conn.peer;
     if panic::catch_unwind(AssertUnwindSafe(move || handler(conn))).is_err() {
         log::error(format_args!("handler for {peer} panicked; connection closed"));
-    }
-}
-
-/// Runs `f(item)` on a new thread. If no thread can be made, `item` comes
-/// back with the error, so the caller can still answer the client.
-pub fn spawn_with<T: Send + 'static>(stack: usize, item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
-    let cell = Arc::new(Mutex::new(Some(item)));
-    let theirs = Arc::clone(&cell);
-    let spawned = thread::Builder::new().stack_size(stack).spawn(move || {
-        let item = theirs.lock().unwrap_or_else(PoisonError::into_inner).take();
-        drop(theirs);
-        if let Some(item) = item {
-            f(item);
-        }
-    });
-    match spawned {
-        Ok(_) => Ok(()),
-        Err(e) => match cell.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            Some(item) => Err((item, e)),
-            None => Ok(()),
-        },
     }
 }
 
@@ -198,7 +173,7 @@ fn start_pool(n: usize) -> io::Result<Arc<WorkQueue<Connection>>> {
         let queue = Arc::clone(&queue);
         thread::Builder::new()
             .name(format!("worker-{i}"))
-            .stack_size(HANDLER_STACK)
+            .stack_size(threads::STACK)
             .spawn(move || loop {
                 handle_connection(wq::wq_pop(&queue));
             })
@@ -253,12 +228,5 @@ mod tests {
         run_guarded(conn, |_conn| panic!("a handler bug"));
         // The socket was closed as the panic unwound: nothing listens there now.
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-    }
-
-    #[test]
-    fn spawn_with_runs_the_item_on_a_new_thread() {
-        let (tx, rx) = mpsc::channel();
-        spawn_with(64 * 1024, tx, |tx| tx.send(thread::current().id()).unwrap()).map_err(|(_, e)| e).unwrap();
-        assert_ne!(rx.recv().unwrap(), thread::current().id());
     }
 }

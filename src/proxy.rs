@@ -20,21 +20,25 @@
 //! ended, its thread watches the other for the half-close grace period.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::modes::Connection;
 use crate::response::{self, Status};
 use crate::sys::{self, Socket};
-use crate::{config, log, request};
+use crate::{config, log, request, threads};
 
-/// The relay buffer of each direction.
-const RELAY_BUF: usize = 32 * 1024;
-/// The stack of the second relay thread, which runs only [`pump`].
-const RELAY_STACK: usize = 64 * 1024;
+/// Each direction blocks in read() on a buffer this size on its own stack,
+/// left uninitialised: an idle connection holds no heap buffer, and only
+/// the stack pages its reads have written.
+const SMALL_BUF: usize = 4 * 1024;
+/// A read that fills the small buffer means data is flowing in bulk: the
+/// direction then reads into a heap buffer this size, until reads come back
+/// smaller than `SMALL_BUF` again.
+const LARGE_BUF: usize = 64 * 1024;
 /// How long a client whose upstream is unreachable may take to send its
 /// request head before it gets its 502.
 const HEAD_BEFORE_502: Duration = Duration::from_secs(2);
@@ -128,24 +132,23 @@ fn log_end(peer: SocketAddr, upstream: &str, up: u64, down: u64, started: Instan
     ));
 }
 
-/// Runs both directions: the second on a new thread, the first on this one.
-/// Returns the bytes each way and how the connection ended, once both
-/// directions are done.
+/// Runs both directions: the second on a thread of its own (from the thread
+/// cache), the first on this one. Returns the bytes each way and how the
+/// connection ended, once both directions are done.
 fn relay_both_ways(relay: Arc<Relay>) -> (u64, u64, End) {
-    let second = Arc::clone(&relay);
-    let spawned = thread::Builder::new()
-        .name("relay".into())
-        .stack_size(RELAY_STACK)
-        .spawn(move || pump(&second, Direction::UpstreamToClient));
-    let Ok(handle) = spawned else {
+    let second = threads::run(Arc::clone(&relay), |relay| {
+        let down = pump(&relay, Direction::UpstreamToClient);
+        relay.bytes_down.store(down, Ordering::Relaxed);
+        relay.direction_over();
+    });
+    if second.is_err() {
         relay.abort(End::NoThread);
         return (0, 0, End::NoThread);
-    };
+    }
     let up = pump(&relay, Direction::ClientToUpstream);
-    // A panic in the other thread has already closed nothing: the sockets
-    // live in `relay`. Count its bytes as unknown (0) and go on.
-    let down = handle.join().unwrap_or(0);
-    (up, down, relay.how_ended())
+    relay.direction_over();
+    relay.wait_until_both_over();
+    (up, relay.bytes_down.load(Ordering::Relaxed), relay.how_ended())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,9 +196,14 @@ struct Relay {
     /// How the connection ended: the first clean close, unless an abort
     /// (an error or a timeout) came after it. Later events are consequences.
     ended: Mutex<Option<End>>,
-    /// How many directions have finished, and a signal when one does.
+    /// How many directions have stopped relaying, and a signal when one does.
     finished: Mutex<u8>,
     finished_cv: Condvar,
+    /// How many directions are over: stopped, and done watching the other.
+    over: Mutex<u8>,
+    over_cv: Condvar,
+    /// Bytes upstream -> client, counted by the second thread.
+    bytes_down: AtomicU64,
 }
 
 impl Relay {
@@ -214,6 +222,9 @@ impl Relay {
             ended: Mutex::new(None),
             finished: Mutex::new(0),
             finished_cv: Condvar::new(),
+            over: Mutex::new(0),
+            over_cv: Condvar::new(),
+            bytes_down: AtomicU64::new(0),
         }
     }
 
@@ -293,6 +304,22 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Marks one direction's thread as done with the relay.
+    fn direction_over(&self) {
+        *self.over.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.over_cv.notify_all();
+    }
+
+    /// Blocks until both directions' threads are done with the relay.
+    fn wait_until_both_over(&self) {
+        let mut over = self.over.lock().unwrap_or_else(PoisonError::into_inner);
+        while *over < 2 {
+            over = self.over_cv.wait(over).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
 /// Why one direction's loop stopped.
 enum Stop {
     Eof,
@@ -305,17 +332,30 @@ enum Stop {
 /// end on. Returns the bytes copied.
 fn pump(relay: &Relay, dir: Direction) -> u64 {
     let (from, to) = relay.ends(dir);
-    let mut buf = vec![0u8; RELAY_BUF];
+    let mut small = [MaybeUninit::<u8>::uninit(); SMALL_BUF];
+    let mut large: Vec<u8> = Vec::new();
     let mut copied = 0u64;
     let stop = loop {
-        match from.read(&mut buf) {
-            Ok(0) => break Stop::Eof,
-            Ok(n) => {
-                if let Err(e) = to.write_all(&buf[..n]) {
+        let capacity = if large.is_empty() { SMALL_BUF } else { LARGE_BUF };
+        let read = if large.is_empty() {
+            from.read_uninit(&mut small)
+        } else {
+            from.read(&mut large).map(|n| &large[..n])
+        };
+        match read {
+            Ok([]) => break Stop::Eof,
+            Ok(data) => {
+                let n = data.len();
+                if let Err(e) = to.write_all(data) {
                     break Stop::WriteFailed(e);
                 }
                 copied += n as u64;
                 relay.touch();
+                if n == capacity && large.is_empty() {
+                    large = vec![0u8; LARGE_BUF];
+                } else if n < SMALL_BUF && !large.is_empty() {
+                    large = Vec::new();
+                }
             }
             // SO_RCVTIMEO expired: the connection may still be busy the other way.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => match relay.idle_left() {

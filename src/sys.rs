@@ -111,6 +111,17 @@ impl Socket {
         Ok(n as usize)
     }
 
+    /// Like [`Socket::read`], into a buffer that need not be initialised:
+    /// returns the part the kernel filled. A relay direction blocks on such a
+    /// buffer, so an idle connection has not touched (and so not been given
+    /// memory for) more of it than its last read needed.
+    pub fn read_uninit<'a>(&self, buf: &'a mut [MaybeUninit<u8>]) -> io::Result<&'a [u8]> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; read() only writes.
+        let n = cvt_r(|| unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) })? as usize;
+        // SAFETY: read() initialised the first `n` bytes, and n <= buf.len().
+        Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) })
+    }
+
     /// Corresponds to `write(2)`, retried on EINTR. May write fewer bytes than given.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
