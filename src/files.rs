@@ -27,7 +27,8 @@ enum Resource {
 pub fn handle_files_request(conn: Connection) {
     let Some(root) = config::files_root() else { return };
     let sock = &conn.sock;
-    let result = match read_request(sock).and_then(|req| resolve(root, &req)) {
+    let mut all_read = false;
+    let result = match read_request(sock, &mut all_read).and_then(|req| resolve(root, &req)) {
         Ok(Resource::File(path)) => send_file(sock, &path),
         Ok(Resource::Listing { dir, segments }) => send_listing(sock, &dir, &segments),
         Err(status) => send_status(sock, status),
@@ -35,13 +36,20 @@ pub fn handle_files_request(conn: Connection) {
     if let Err(e) = result {
         log::info(format_args!("{}: response not sent in full: {e}", conn.peer));
     }
-    response::finish(sock);
+    // With nothing left unread, closing cannot reset the connection: the
+    // response goes out, then FIN. Otherwise, drain before closing.
+    if !all_read {
+        response::finish(sock);
+    }
 }
 
-/// Reads and parses the request head; only GET is served.
-fn read_request(sock: &Socket) -> Result<Request, Status> {
+/// Reads and parses the request head; only GET is served. `all_read` says
+/// whether the whole request has been read: a head with no body, and no
+/// bytes after it.
+fn read_request(sock: &Socket, all_read: &mut bool) -> Result<Request, Status> {
     let head = request::read_head(sock, config::opts().request_timeout)?;
-    let req = request::parse_head(&head)?;
+    let req = request::parse_head(&head.bytes)?;
+    *all_read = !head.read_past_end && !req.has_body;
     if req.method != "GET" {
         return Err(Status::MethodNotAllowed);
     }
@@ -101,14 +109,22 @@ fn send_file(sock: &Socket, path: &Path) -> io::Result<()> {
         Err(e) => return send_status(sock, status_for(&e)),
     };
     let len = file.metadata()?.len();
-    sock.write_all(response::head(Status::Ok, mime::content_type(path), len, &[]).as_bytes())?;
-    let mut chunk = vec![0u8; CHUNK.min(len as usize).max(1)];
+    let head = response::head(Status::Ok, mime::content_type(path), len, &[]);
+    // The head and the first chunk go out in one write: a small file is one
+    // write and, on the wire, one segment.
+    let mut buf = vec![0u8; head.len() + CHUNK.min(len as usize)];
+    buf[..head.len()].copy_from_slice(head.as_bytes());
+    let mut filled = head.len();
     let mut body = file.take(len);
     loop {
-        match body.read(&mut chunk)? {
-            0 => return Ok(()),
-            n => sock.write_all(&chunk[..n])?,
+        let n = body.read(&mut buf[filled..])?;
+        if filled + n > 0 {
+            sock.write_all(&buf[..filled + n])?;
         }
+        if n == 0 {
+            return Ok(());
+        }
+        filled = 0;
     }
 }
 
@@ -194,7 +210,7 @@ mod tests {
         let mut served = 0;
         for _ in 0..20_000 {
             let target = crate::fuzz::target(&mut rng);
-            let req = Request { method: "GET".into(), target: target.clone() };
+            let req = Request { method: "GET".into(), target: target.clone(), has_body: false };
             if let Ok(Resource::File(path) | Resource::Listing { dir: path, .. }) = resolve(&root, &req) {
                 assert!(path.starts_with(&root), "{target:?} -> {path:?}");
                 served += 1;
@@ -202,7 +218,7 @@ mod tests {
         }
         assert!(served > 100, "too few targets resolved ({served}) to say anything");
         for target in ["/out/passwd", "/a/passwd", "/out", "/in/../../secret/passwd"] {
-            let req = Request { method: "GET".into(), target: target.into() };
+            let req = Request { method: "GET".into(), target: target.into(), has_body: false };
             assert!(resolve(&root, &req).is_err(), "{target} escaped");
         }
         let _ = fs::remove_dir_all(&base);

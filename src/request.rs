@@ -13,18 +13,30 @@ use crate::sys::Socket;
 /// The most bytes a request head may take, blank line included.
 pub const MAX_HEAD: usize = 8192;
 
-/// The parts of a request line that the server uses.
+/// The parts of a request that the server uses.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
     /// The request target as sent, e.g. `/docs/a%20b.txt?x=1`.
     pub target: String,
+    /// Whether the head announces a body (`Content-Length` above 0, or
+    /// `Transfer-Encoding`).
+    pub has_body: bool,
+}
+
+/// A request head as read off a socket.
+#[derive(Debug)]
+pub struct Head {
+    /// The head, blank line included.
+    pub bytes: Vec<u8>,
+    /// Whether bytes past the head (a body, a pipelined request) came in the
+    /// same reads. They are discarded.
+    pub read_past_end: bool,
 }
 
 /// Reads from `sock` until the blank line that ends the head, giving up after
-/// `timeout` in all. Returns the head, blank line included. What the client
-/// sent after the head (if anything) is left unread or discarded.
-pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Vec<u8>, Status> {
+/// `timeout` in all.
+pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, Status> {
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
@@ -42,8 +54,9 @@ pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Vec<u8>, Status> {
         let search_from = filled.saturating_sub(3);
         filled += n;
         if let Some(end) = head_end(&buf[search_from..filled]) {
+            let read_past_end = search_from + end < filled;
             buf.truncate(search_from + end);
-            return Ok(buf);
+            return Ok(Head { bytes: buf, read_past_end });
         }
         // Binary junk or a bare CR can never become a valid head: say so now
         // rather than wait for more bytes that will not help.
@@ -95,16 +108,20 @@ pub fn parse_head(head: &[u8]) -> Result<Request, Status> {
     if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err(Status::BadRequest);
     }
+    let mut has_body = false;
     for line in lines.take_while(|l| !l.is_empty()) {
-        let (name, _value) = line.split_once(':').ok_or(Status::BadRequest)?;
+        let (name, value) = line.split_once(':').ok_or(Status::BadRequest)?;
         if name.is_empty()
             || !name.bytes().all(is_token_byte)
             || line.bytes().any(|b| b.is_ascii_control() && b != b'\t')
         {
             return Err(Status::BadRequest);
         }
+        let value = value.trim();
+        has_body |= name.eq_ignore_ascii_case("transfer-encoding")
+            || (name.eq_ignore_ascii_case("content-length") && value != "0");
     }
-    Ok(Request { method: method.to_string(), target: target.to_string() })
+    Ok(Request { method: method.to_string(), target: target.to_string(), has_body })
 }
 
 /// `tchar` of RFC 9110: the characters of a method or a header name.
@@ -169,8 +186,11 @@ mod tests {
     #[test]
     fn parses_a_request_line_and_headers() {
         let req = parse_head(b"GET /a/b.html?x=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n").unwrap();
-        assert_eq!(req, Request { method: "GET".into(), target: "/a/b.html?x=1".into() });
+        assert_eq!(req, Request { method: "GET".into(), target: "/a/b.html?x=1".into(), has_body: false });
         assert_eq!(parse_head(b"POST / HTTP/1.0\n\n").unwrap().method, "POST");
+        assert!(parse_head(b"POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\n").unwrap().has_body);
+        assert!(parse_head(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n").unwrap().has_body);
+        assert!(!parse_head(b"GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap().has_body);
     }
 
     #[test]
