@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SERVERS := httpserver forkserver threadserver poolserver
 
-.PHONY: all test clean run demo
+.PHONY: all test clean run demo bench
 
 all:
 	$(CARGO) build --release --bins
@@ -21,6 +21,10 @@ demo: all
 	./threadserver --files www --port 8080 --quiet & origin=$$!; \
 	echo "open http://localhost:8000/  (the proxy on 8000 relays to www/ served on 8080; Ctrl-C stops both)"; \
 	./threadserver --proxy localhost:8080 --port 8000
+
+# Side by side with HAProxy, nginx and socat; writes bench/RESULTS.md. Not run by CI.
+bench: all
+	python3 bench/bench.py
 
 clean:
 	$(CARGO) clean

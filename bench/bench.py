@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""make bench: httpserver side by side with HAProxy, nginx and socat.
+
+Everything runs on 127.0.0.1 against one nginx origin. Each metric is taken
+for every target in turn, over several interleaved rounds, and the median is
+reported. Results go to bench/RESULTS.md and bench/ratios.svg.
+
+Usage: bench/bench.py [--rounds N] [--quick]
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+HOST = "127.0.0.1"
+
+# Tool -> Debian package. The stream module is a file, checked separately.
+TOOLS = {"nginx": "nginx-light", "haproxy": "haproxy", "socat": "socat", "wrk": "wrk",
+         "ab": "apache2-utils", "curl": "curl"}
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+ORIGIN_PORT = 9100
+PROXIES = [  # name, port
+    ("direct", ORIGIN_PORT),
+    ("haproxy", 9101),
+    ("nginx-stream", 9102),
+    ("socat", 9103),
+    ("threadserver", 9104),
+    ("poolserver", 9105),
+]
+PEERS = ["haproxy", "nginx-stream", "socat"]
+OURS = ["threadserver", "poolserver"]
+FILES_TARGETS = [  # name, port
+    ("httpserver", 9110),
+    ("forkserver", 9111),
+    ("threadserver", 9112),
+    ("poolserver-4", 9113),
+    ("poolserver-32", 9114),
+    ("nginx", 9115),
+    ("python-http.server", 9116),
+]
+IDLE_CONNS = 2000
+
+COMMANDS = {
+    "keepalive": "wrk -t1 -c50 -d5s --latency http://127.0.0.1:PORT/1k.bin",
+    "single": "wrk -t1 -c1 -d5s http://127.0.0.1:PORT/1k.bin",
+    "bulk": "curl -s -o /dev/null -w '%{speed_download}' http://127.0.0.1:PORT/256m.bin",
+    "newconn": "ab -q -n 10000 -c 20 http://127.0.0.1:PORT/1k.bin",
+    "idle": f"bench/idle_conns.py 127.0.0.1 PORT {IDLE_CONNS} /1k.bin (RSS of the target and MemTotal-MemAvailable, before and after)",
+    "files": "ab -q -n 20000 -c 20 http://127.0.0.1:PORT/PATH",
+}
+
+
+def check_tools():
+    missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
+    if not os.path.exists(STREAM_MODULE):
+        missing.append("libnginx-mod-stream")
+    if missing:
+        print("bench: missing tools. Install them with:", file=sys.stderr)
+        print("  apt-get install -y " + " ".join(sorted(set(missing))), file=sys.stderr)
+        sys.exit(1)
+    for name in ["threadserver", "poolserver", "httpserver", "forkserver"]:
+        if not os.access(os.path.join(ROOT, name), os.X_OK):
+            sys.exit(f"bench: ./{name} is missing; run make first")
+
+
+class Procs:
+    """Everything the benchmark starts, stopped on exit."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, name, argv, port, cwd=None):
+        p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, p))
+        wait_listening(port, name, p)
+        return p
+
+    def stop(self, p):
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        self.procs = [(n, q) for n, q in self.procs if q is not p]
+
+    def stop_all(self):
+        for _, p in list(self.procs):
+            self.stop(p)
+
+
+def wait_listening(port, name, proc):
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"bench: {name} exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"bench: {name} is not listening on {port}")
+
+
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def write_configs(tmp):
+    www = os.path.join(tmp, "www")
+    os.makedirs(www)
+    for name, size in [("1k.bin", 1024), ("1m.bin", 1 << 20), ("256m.bin", 256 << 20)]:
+        with open(os.path.join(www, name), "wb") as f:
+            left = size
+            while left:
+                chunk = os.urandom(min(left, 1 << 20))
+                f.write(chunk)
+                left -= len(chunk)
+    os.chmod(tmp, 0o755)
+    common = f"worker_processes 1;\ndaemon off;\nerror_log {tmp}/error.log;\nevents {{ worker_connections 20000; }}\n"
+    temp_paths = " ".join(f"{k}_temp_path {tmp}/{k};" for k in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"])
+    with open(os.path.join(tmp, "origin.conf"), "w") as f:
+        f.write(common + f"pid {tmp}/origin.pid;\nhttp {{ access_log off; keepalive_requests 1000000; {temp_paths}\n"
+                f"  server {{ listen {HOST}:{ORIGIN_PORT}; root {www}; }} }}\n")
+    with open(os.path.join(tmp, "files.conf"), "w") as f:
+        f.write(common + f"pid {tmp}/files.pid;\nhttp {{ access_log off; {temp_paths}\n"
+                f"  server {{ listen {HOST}:{dict(FILES_TARGETS)['nginx']}; root {www}; autoindex on; }} }}\n")
+    with open(os.path.join(tmp, "stream.conf"), "w") as f:
+        f.write(f"load_module {STREAM_MODULE};\n" + common + f"pid {tmp}/stream.pid;\n"
+                f"stream {{ server {{ listen {HOST}:{dict(PROXIES)['nginx-stream']}; proxy_pass {HOST}:{ORIGIN_PORT}; }} }}\n")
+    with open(os.path.join(tmp, "haproxy.cfg"), "w") as f:
+        f.write("global\n  maxconn 9000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n"
+                "  timeout client 300s\n  timeout server 300s\n"
+                f"listen relay\n  bind {HOST}:{dict(PROXIES)['haproxy']}\n  server origin {HOST}:{ORIGIN_PORT}\n")
+    return www
+
+
+def proxy_argv(name, port, tmp, pool_threads=128):
+    upstream = f"{HOST}:{ORIGIN_PORT}"
+    ours = lambda exe, *extra: [os.path.join(ROOT, exe), "--proxy", upstream, "--port", str(port), "--quiet", *extra]
+    return {
+        "haproxy": ["haproxy", "-db", "-f", os.path.join(tmp, "haproxy.cfg")],
+        "nginx-stream": ["nginx", "-p", tmp, "-e", os.path.join(tmp, "error.log"), "-c", os.path.join(tmp, "stream.conf")],
+        "socat": ["socat", f"TCP-LISTEN:{port},bind={HOST},fork,reuseaddr,backlog=1024", f"TCP:{upstream}"],
+        "threadserver": ours("threadserver"),
+        "poolserver": ours("poolserver", "--num-threads", str(pool_threads)),
+    }[name]
+
+
+def files_argv(name, port, tmp, www):
+    ours = lambda exe, *extra: [os.path.join(ROOT, exe), "--files", www, "--port", str(port), "--quiet", *extra]
+    return {
+        "httpserver": ours("httpserver"),
+        "forkserver": ours("forkserver"),
+        "threadserver": ours("threadserver"),
+        "poolserver-4": ours("poolserver", "--num-threads", "4"),
+        "poolserver-32": ours("poolserver", "--num-threads", "32"),
+        "nginx": ["nginx", "-p", tmp, "-e", os.path.join(tmp, "error.log"), "-c", os.path.join(tmp, "files.conf")],
+        "python-http.server": [sys.executable, "-m", "http.server", str(port), "--bind", HOST, "--directory", www],
+    }[name]
+
+
+def run(cmd):
+    out = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
+    return out.stdout + out.stderr
+
+
+def wrk(port, conns):
+    out = run(COMMANDS["keepalive" if conns == 50 else "single"].replace("PORT", str(port)))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else None
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        print(f"  wrk on {port} reported: {errors.group(0)}", file=sys.stderr)
+    return rps, p99_ms
+
+
+def ab(port, path="1k.bin", n=10000):
+    cmd = COMMANDS["files" if n == 20000 else "newconn"].replace("PORT", str(port)).replace("PATH", path)
+    out = run(cmd)
+    m = re.search(r"Requests per second:\s+([\d.]+)", out)
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    if not m:
+        print(f"  ab on {port} failed: {out.strip()[-200:]}", file=sys.stderr)
+        return None
+    if failed and int(failed.group(1)):
+        print(f"  ab on {port}: {failed.group(1)} failed requests", file=sys.stderr)
+    return float(m.group(1))
+
+
+def bulk(port):
+    out = run(COMMANDS["bulk"].replace("PORT", str(port)))
+    return float(out.strip()) / 1e6
+
+
+def mem_used_kib():
+    info = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, v = line.split(":")
+            info[k] = int(v.split()[0])
+    return info["MemTotal"] - info["MemAvailable"]
+
+
+def tree_rss_kib(pid):
+    """RSS of `pid` and all its descendants (socat forks, nginx workers)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def settle():
+    """Waits until the machine's used memory stops moving: the previous
+    target's connections have closed, its idle threads (which linger 1 s in
+    httpserver's thread cache) have exited, and their memory is freed."""
+    time.sleep(3)
+    last = mem_used_kib()
+    for _ in range(30):
+        time.sleep(1)
+        now = mem_used_kib()
+        if abs(now - last) < 256:
+            return
+        last = now
+
+
+def idle_memory(port, pid):
+    settle()
+    rss0, mem0 = tree_rss_kib(pid), mem_used_kib()
+    client = subprocess.Popen([sys.executable, os.path.join(BENCH, "idle_conns.py"), HOST, str(port), str(IDLE_CONNS), "/1k.bin"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = client.stdout.readline().strip()
+    if line != "ready":
+        client.kill()
+        print(f"  idle connections on {port} failed", file=sys.stderr)
+        return None, None
+    time.sleep(1)
+    rss1, mem1 = tree_rss_kib(pid), mem_used_kib()
+    client.stdin.write("\n")
+    client.stdin.close()
+    client.wait()
+    return (rss1 - rss0) / IDLE_CONNS, (mem1 - mem0) / IDLE_CONNS
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def versions():
+    def first_line(cmd):
+        out = run(cmd).strip().splitlines()
+        return out[0] if out else "?"
+    return {
+        "httpserver": first_line(f"cd {ROOT} && git describe --always --dirty"),
+        "rustc": first_line("rustc --version"),
+        "nginx": first_line("nginx -v"),
+        "haproxy": first_line("haproxy -v"),
+        "socat": first_line("socat -V | grep 'socat version'"),
+        "wrk": first_line("wrk -v"),
+        "ab": first_line("ab -V"),
+        "curl": first_line("curl --version"),
+        "python": platform.python_version(),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    check_tools()
+    ports = [p for _, p in PROXIES + FILES_TARGETS] + [9106]
+    busy = [p for p in ports if not port_free(p)]
+    if busy:
+        sys.exit(f"bench: ports in use: {busy}")
+    tmp = tempfile.mkdtemp(prefix="httpserver-bench-")
+    procs = Procs()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        www = write_configs(tmp)
+        nginx = ["nginx", "-p", tmp, "-e", os.path.join(tmp, "error.log")]
+        origin = procs.start("origin", nginx + ["-c", os.path.join(tmp, "origin.conf")], ORIGIN_PORT)
+        pids = {"direct": origin.pid}
+        for name, port in PROXIES[1:]:
+            pids[name] = procs.start(name, proxy_argv(name, port, tmp), port).pid
+        proxy = {name: {m: [] for m in ["keepalive", "p99", "single", "bulk", "newconn", "idle_rss", "idle_machine"]}
+                 for name, _ in PROXIES}
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}: proxy throughput", flush=True)
+            for name, port in PROXIES:
+                rps, p99 = wrk(port, 50)
+                proxy[name]["keepalive"].append(rps)
+                proxy[name]["p99"].append(p99)
+                proxy[name]["single"].append(wrk(port, 1)[0])
+                proxy[name]["bulk"].append(bulk(port))
+                proxy[name]["newconn"].append(ab(port))
+                print(f"  {name:14} {rps:9.0f} req/s  p99 {p99} ms", flush=True)
+        # Idle memory: poolserver with a pool as large as the connections it must hold.
+        procs.stop(next(p for n, p in procs.procs if n == "poolserver"))
+        pool = procs.start("poolserver", proxy_argv("poolserver", 9106, tmp, pool_threads=2048), 9106)
+        mem_ports = dict(PROXIES, poolserver=9106)
+        pids["poolserver"] = pool.pid
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}: memory per idle connection", flush=True)
+            for name, _ in PROXIES:
+                rss, machine = idle_memory(mem_ports[name], pids[name])
+                proxy[name]["idle_rss"].append(rss)
+                proxy[name]["idle_machine"].append(machine)
+                print(f"  {name:14} rss {rss} KiB, machine {machine} KiB per connection", flush=True)
+        for name, p in list(procs.procs):
+            if name != "origin":
+                procs.stop(p)
+        # Files mode.
+        for name, port in FILES_TARGETS:
+            procs.start(name, files_argv(name, port, tmp, www), port, cwd=tmp)
+        files = {name: {"1k": [], "dir": []} for name, _ in FILES_TARGETS}
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}: files mode", flush=True)
+            for name, port in FILES_TARGETS:
+                files[name]["1k"].append(ab(port, "1k.bin", 20000))
+                files[name]["dir"].append(ab(port, "", 20000))
+                print(f"  {name:18} {files[name]['1k'][-1]} req/s (1 KiB), {files[name]['dir'][-1]} req/s (/)", flush=True)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    proxy_med = {n: {m: median(v) for m, v in ms.items()} for n, ms in proxy.items()}
+    files_med = {n: {m: median(v) for m, v in ms.items()} for n, ms in files.items()}
+    report(started, args.rounds, proxy_med, files_med)
+
+
+PROXY_METRICS = [  # key, label, unit, higher is better
+    ("keepalive", "keep-alive req/s (wrk -c50)", "req/s", True),
+    ("p99", "keep-alive p99 latency", "ms", False),
+    ("single", "one connection's round trips/s (wrk -c1)", "req/s", True),
+    ("bulk", "bulk download (256 MiB, curl)", "MB/s", True),
+    ("newconn", "new connections/s (ab -c20)", "req/s", True),
+    ("idle_rss", "target RSS per idle connection", "KiB", False),
+    ("idle_machine", "machine memory per idle connection", "KiB", False),
+]
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def best(values, higher):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return max(values) if higher else min(values)
+
+
+def ratio(ours, peer, higher):
+    if ours is None or peer is None or ours == 0 or peer == 0:
+        return None
+    return ours / peer if higher else peer / ours
+
+
+def report(started, rounds, proxy, files):
+    lines = ["# Benchmark results", "",
+             f"Measured {started:%Y-%m-%d %H:%M} UTC by `make bench` (bench/bench.py), {rounds} interleaved rounds, "
+             "median of the rounds. Everything on 127.0.0.1 of one machine: the load generator, the origin and the "
+             "target share its cores.", "",
+             f"- machine: `nproc` = {os.cpu_count()}, {platform.machine()}, kernel {platform.release()}",
+             ]
+    for k, v in versions().items():
+        lines.append(f"- {k}: {v}")
+    lines += ["", "## Commands", "", "Origin: nginx, 1 worker, keep-alive, serving generated files of 1 KiB, 1 MiB "
+              "and 256 MiB. PORT is each target's port.", ""]
+    for k, v in COMMANDS.items():
+        lines.append(f"- {k}: `{v}`")
+    lines += ["- targets: HAProxy 2 `mode tcp`, 1 thread; nginx `stream` `proxy_pass`, 1 worker; "
+              "`socat TCP-LISTEN:PORT,fork TCP:origin`; `threadserver --proxy`; `poolserver --proxy --num-threads 128` "
+              f"(for idle memory, `--num-threads 2048`, so that all {IDLE_CONNS} connections are held at once). "
+              "httpserver's servers run with `--quiet`.", ""]
+    lines += ["## Proxy mode", "", "Ratios are against the best of the peers (HAProxy, nginx-stream, socat) for that "
+              "figure; above 1.0 is better than the best peer, for every row (for latency and memory, the ratio is "
+              "peer / ours).", ""]
+    names = [n for n, _ in PROXIES]
+    lines.append("| metric | " + " | ".join(names) + " | threadserver / best peer | poolserver / best peer |")
+    lines.append("|---" * (len(names) + 3) + "|")
+    ratios = {}
+    for key, label, unit, higher in PROXY_METRICS:
+        peer = best([proxy[p][key] for p in PEERS], higher)
+        row = [fmt(proxy[n][key]) for n in names]
+        rs = [ratio(proxy[o][key], peer, higher) for o in OURS]
+        ratios[label] = rs
+        lines.append(f"| {label} ({unit}) | " + " | ".join(row) + " | " + " | ".join(fmt(r) if r else "—" for r in rs) + " |")
+    lines += ["", "## Targets", "", "| target | goal | threadserver | poolserver | met |", "|---|---|---|---|---|"]
+    hap = proxy["haproxy"]
+    goals = [
+        ("keep-alive req/s vs the better of HAProxy and nginx-stream", 1.0,
+         [ratio(proxy[o]["keepalive"], best([hap["keepalive"], proxy["nginx-stream"]["keepalive"]], True), True) for o in OURS]),
+        ("one connection's round trips vs HAProxy", 1.1, [ratio(proxy[o]["single"], hap["single"], True) for o in OURS]),
+        ("bulk MB/s vs HAProxy", 1.2, [ratio(proxy[o]["bulk"], hap["bulk"], True) for o in OURS]),
+        ("new connections/s vs the better of HAProxy and nginx-stream", 1.0,
+         [ratio(proxy[o]["newconn"], best([hap["newconn"], proxy["nginx-stream"]["newconn"]], True), True) for o in OURS]),
+    ]
+    for label, goal, rs in goals:
+        met = any(r is not None and r >= goal for r in rs)
+        lines.append(f"| {label} | ≥ {goal:.1f}× | {fmt(rs[0])}× | {fmt(rs[1])}× | {'yes' if met else 'no'} |")
+    mem = [proxy[o]["idle_machine"] for o in OURS]
+    lines.append(f"| machine memory per idle proxied connection | ≤ 40 KiB | {fmt(mem[0])} KiB | {fmt(mem[1])} KiB | "
+                 f"{'yes' if any(m is not None and m <= 40 for m in mem) else 'no'} |")
+    best_files = best([files[n]["1k"] for n in ["threadserver", "poolserver-4", "poolserver-32"]], True)
+    fr = ratio(best_files, files["nginx"]["1k"], True)
+    lines.append(f"| files mode 1 KiB req/s, best of threadserver and poolserver vs nginx | ≥ 1.0× | "
+                 f"{fmt(ratio(files['threadserver']['1k'], files['nginx']['1k'], True))}× | "
+                 f"{fmt(ratio(best([files['poolserver-4']['1k'], files['poolserver-32']['1k']], True), files['nginx']['1k'], True))}× | "
+                 f"{'yes' if fr and fr >= 1.0 else 'no'} |")
+    lines += ["", "## Files mode (homework performance part)", "",
+              "`ab -n 20000 -c 20`, no keep-alive: a new connection per request. `/` is the directory listing "
+              "(nginx: `autoindex on`). Ratio: against nginx (1 worker).", "",
+              "| server | 1 KiB file (req/s) | ratio to nginx | `/` listing (req/s) | ratio to nginx |", "|---|---|---|---|---|"]
+    for name, _ in FILES_TARGETS:
+        f = files[name]
+        lines.append(f"| {name} | {fmt(f['1k'])} | {fmt(ratio(f['1k'], files['nginx']['1k'], True))} | "
+                     f"{fmt(f['dir'])} | {fmt(ratio(f['dir'], files['nginx']['dir'], True))} |")
+    ratios["files mode 1 KiB vs nginx"] = [ratio(files["threadserver"]["1k"], files["nginx"]["1k"], True),
+                                           ratio(best([files["poolserver-4"]["1k"], files["poolserver-32"]["1k"]], True),
+                                                 files["nginx"]["1k"], True)]
+    lines += ["", "## Chart", "", "![ratios to the best peer](ratios.svg)", ""]
+    with open(os.path.join(BENCH, "RESULTS.md"), "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(BENCH, "ratios.svg"), "w") as f:
+        f.write(svg_chart(ratios))
+    print("wrote bench/RESULTS.md and bench/ratios.svg")
+
+
+def svg_chart(ratios):
+    """Horizontal bars: each figure's ratio to the best peer, for threadserver
+    and poolserver, with a line at 1.0 (as good as the best peer)."""
+    rows = list(ratios.items())
+    width, left, bar_h, gap = 900, 330, 12, 14
+    top = 50
+    height = top + len(rows) * (2 * bar_h + gap) + 40
+    max_ratio = max([2.0] + [r for _, rs in rows for r in rs if r])
+    scale = (width - left - 40) / max_ratio
+    colors = ["#3b7dd8", "#f0a202"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           '<text x="10" y="20" font-size="15" font-weight="bold">httpserver: ratio to the best peer (higher is better)</text>']
+    for i, (name, color) in enumerate(zip(OURS, colors)):
+        out.append(f'<rect x="{left + i * 160}" y="30" width="12" height="12" fill="{color}"/>')
+        out.append(f'<text x="{left + i * 160 + 18}" y="40">{name}</text>')
+    y = top
+    for label, rs in rows:
+        out.append(f'<text x="{left - 8}" y="{y + bar_h + 4}" text-anchor="end">{escape(label)}</text>')
+        for i, r in enumerate(rs):
+            w = (r or 0) * scale
+            out.append(f'<rect x="{left}" y="{y + i * bar_h}" width="{w:.1f}" height="{bar_h - 2}" fill="{colors[i]}"/>')
+            out.append(f'<text x="{left + w + 4:.1f}" y="{y + i * bar_h + bar_h - 3}" font-size="10">{fmt(r) if r else "—"}</text>')
+        y += 2 * bar_h + gap
+    x1 = left + scale
+    out.append(f'<line x1="{x1:.1f}" y1="{top - 5}" x2="{x1:.1f}" y2="{y}" stroke="#c00" stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{x1 + 4:.1f}" y="{y + 14}" fill="#c00">1.0 = the best peer</text>')
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
+def escape(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+if __name__ == "__main__":
+    main()
