@@ -2,15 +2,32 @@
 CARGO ?= cargo
 SERVERS := httpserver forkserver threadserver poolserver
 
-.PHONY: all test clean run demo bench
+.PHONY: all test browser clean run demo bench
 
 all:
 	$(CARGO) build --release --bins
 	@for s in $(SERVERS); do cp -f target/release/$$s $$s; done
 
-# The whole suite: unit tests and the integration tests under tests/.
-test:
+# The whole suite: unit tests and the integration tests under tests/,
+# the browser test among them.
+test: browser
 	$(CARGO) test --release
+
+# The browser test drives Debian's chromium. Install it if it is missing and
+# we can (as root); otherwise say how. HTTPSERVER_SKIP_BROWSER_TEST=1 skips
+# the browser test on purpose.
+browser:
+	@if [ -z "$$HTTPSERVER_SKIP_BROWSER_TEST" ] && ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make test: installing chromium for the browser test"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else \
+	    echo "make test: the browser test needs chromium. Install it with:"; \
+	    echo "  sudo apt-get install -y chromium"; \
+	    echo "(or set HTTPSERVER_SKIP_BROWSER_TEST=1 to skip the browser test)"; \
+	    exit 1; \
+	  fi; \
+	fi
 
 run: all
 	./threadserver --files www --port 8000
