@@ -82,13 +82,13 @@ pub fn handle_proxy_request(conn: Connection) {
         Ok(connected) => connected,
         Err(e) => {
             bad_gateway(&conn.sock, host, port, &e);
-            log_end(conn.peer, &format!("{host}:{port}"), 0, 0, started, &End::BadGateway(e.to_string()));
+            log_end(conn.peer, (host, port, None), 0, 0, started, &End::BadGateway(e.to_string()));
             return;
         }
     };
     let relay = Arc::new(Relay::new(conn.sock, upstream, opts.idle_timeout, opts.half_close_timeout));
     let (up, down, end) = relay_both_ways(relay);
-    log_end(conn.peer, &format!("{host}:{port} ({upstream_addr})"), up, down, started, &end);
+    log_end(conn.peer, (host, port, Some(upstream_addr)), up, down, started, &end);
 }
 
 /// Resolves `host` and tries each of its addresses in order until one
@@ -125,9 +125,21 @@ fn bad_gateway(client: &Socket, host: &str, port: u16, err: &io::Error) {
     response::finish(client);
 }
 
-fn log_end(peer: SocketAddr, upstream: &str, up: u64, down: u64, started: Instant, end: &End) {
+/// The line logged when a connection ends. `upstream` is the configured
+/// host and port, and the address that answered, if one did.
+fn log_end(
+    peer: SocketAddr,
+    upstream: (&str, u16, Option<SocketAddr>),
+    up: u64,
+    down: u64,
+    started: Instant,
+    end: &End,
+) {
+    let (host, port, addr) = upstream;
+    let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
     log::info(format_args!(
-        "proxy {peer} <-> {upstream}: {up} bytes client->upstream, {down} bytes upstream->client, {:.3} s, {end}",
+        "proxy {peer} <-> {host}:{port}{addr}: {up} bytes client->upstream, {down} bytes upstream->client, \
+         {:.3} s, {end}",
         started.elapsed().as_secs_f64()
     ));
 }
@@ -136,25 +148,21 @@ fn log_end(peer: SocketAddr, upstream: &str, up: u64, down: u64, started: Instan
 /// cache), the first on this one. Returns the bytes each way and how the
 /// connection ended, once both directions are done.
 fn relay_both_ways(relay: Arc<Relay>) -> (u64, u64, End) {
-    let second = threads::run(Arc::clone(&relay), |relay| {
-        let down = pump(&relay, Direction::UpstreamToClient);
-        relay.bytes_down.store(down, Ordering::Relaxed);
-        relay.direction_over();
-    });
+    let second = threads::run(Arc::clone(&relay), |relay| pump(&relay, Direction::UpstreamToClient));
     if second.is_err() {
         relay.abort(End::NoThread);
         return (0, 0, End::NoThread);
     }
-    let up = pump(&relay, Direction::ClientToUpstream);
-    relay.direction_over();
-    relay.wait_until_both_over();
-    (up, relay.bytes_down.load(Ordering::Relaxed), relay.how_ended())
+    pump(&relay, Direction::ClientToUpstream);
+    relay.wait_until_both_done();
+    let bytes = |dir: Direction| relay.bytes[dir as usize].load(Ordering::Relaxed);
+    (bytes(Direction::ClientToUpstream), bytes(Direction::UpstreamToClient), relay.how_ended())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
-    ClientToUpstream,
-    UpstreamToClient,
+    ClientToUpstream = 0,
+    UpstreamToClient = 1,
 }
 
 impl Direction {
@@ -196,14 +204,12 @@ struct Relay {
     /// How the connection ended: the first clean close, unless an abort
     /// (an error or a timeout) came after it. Later events are consequences.
     ended: Mutex<Option<End>>,
-    /// How many directions have stopped relaying, and a signal when one does.
+    /// How many directions are done, and a signal when one is.
     finished: Mutex<u8>,
     finished_cv: Condvar,
-    /// How many directions are over: stopped, and done watching the other.
-    over: Mutex<u8>,
-    over_cv: Condvar,
-    /// Bytes upstream -> client, counted by the second thread.
-    bytes_down: AtomicU64,
+    /// The bytes each direction relayed, indexed by `Direction`; each is
+    /// stored before its direction counts as done.
+    bytes: [AtomicU64; 2],
 }
 
 impl Relay {
@@ -222,9 +228,7 @@ impl Relay {
             ended: Mutex::new(None),
             finished: Mutex::new(0),
             finished_cv: Condvar::new(),
-            over: Mutex::new(0),
-            over_cv: Condvar::new(),
-            bytes_down: AtomicU64::new(0),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -302,20 +306,12 @@ impl Relay {
                 .0;
         }
     }
-}
 
-impl Relay {
-    /// Marks one direction's thread as done with the relay.
-    fn direction_over(&self) {
-        *self.over.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.over_cv.notify_all();
-    }
-
-    /// Blocks until both directions' threads are done with the relay.
-    fn wait_until_both_over(&self) {
-        let mut over = self.over.lock().unwrap_or_else(PoisonError::into_inner);
-        while *over < 2 {
-            over = self.over_cv.wait(over).unwrap_or_else(PoisonError::into_inner);
+    /// Blocks until both directions are done.
+    fn wait_until_both_done(&self) {
+        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        while *finished < 2 {
+            finished = self.finished_cv.wait(finished).unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -329,8 +325,8 @@ enum Stop {
 }
 
 /// Copies one direction until end of stream or an error, then passes the
-/// end on. Returns the bytes copied.
-fn pump(relay: &Relay, dir: Direction) -> u64 {
+/// end on, records the bytes copied, and marks the direction done.
+fn pump(relay: &Relay, dir: Direction) {
     let (from, to) = relay.ends(dir);
     let mut small = [MaybeUninit::<u8>::uninit(); SMALL_BUF];
     let mut large: Vec<u8> = Vec::new();
@@ -367,6 +363,7 @@ fn pump(relay: &Relay, dir: Direction) -> u64 {
             Err(e) => break Stop::ReadFailed(e),
         }
     };
+    relay.bytes[dir as usize].store(copied, Ordering::Relaxed);
     match stop {
         Stop::Eof => {
             relay.end(dir.closed());
@@ -383,5 +380,4 @@ fn pump(relay: &Relay, dir: Direction) -> u64 {
             relay.direction_done(false);
         }
     }
-    copied
 }
