@@ -279,18 +279,13 @@ fn a_hundred_keep_alive_clients_of_ten_requests_each() {
     assert_eq!(origin.connections(), 100);
 }
 
-fn count_entries(dir: String) -> usize {
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-}
-
 #[test]
 fn fds_and_threads_return_to_their_baseline_after_500_connections() {
     for (name, extra) in [("threadserver", &[][..]), ("poolserver", &["--num-threads", "8"][..])] {
         let origin = Origin::start(origins::http_keepalive);
         let relay = proxy(name, &origin.proxy_arg(), extra);
-        let pid = relay.pid();
-        let fds = || count_entries(format!("/proc/{pid}/fd"));
-        let threads = || count_entries(format!("/proc/{pid}/task"));
+        let fds = || relay.fd_count();
+        let threads = || relay.thread_count();
         let (base_fds, base_threads) = (fds(), threads());
         let addr = relay.addr();
         let workers: Vec<_> = (0..10)
