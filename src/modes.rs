@@ -66,9 +66,9 @@ impl Dispatch {
             Mode::Basic => Dispatch::Basic,
             Mode::Fork => {
                 start_reaper()?;
-                Dispatch::Fork { refuser: Refuser::start()? }
+                Dispatch::Fork { refuser: Refuser::new()? }
             }
-            Mode::Thread => Dispatch::Thread { refuser: Refuser::start()? },
+            Mode::Thread => Dispatch::Thread { refuser: Refuser::new()? },
             Mode::Pool => Dispatch::Pool(start_pool(config::num_threads.get().copied().unwrap_or(1))?),
         })
     }
@@ -185,16 +185,19 @@ fn start_pool(n: usize) -> io::Result<Arc<WorkQueue<Connection>>> {
 /// Refuses connections the server has no room for. In files mode a helper
 /// thread, started with the server, answers each with 503 and closes it
 /// without losing the answer, so the accept loop never waits on a client.
-/// In proxy mode the connection is simply closed.
+/// In proxy mode the connection is simply closed, and there is no helper.
 pub struct Refuser {
-    queue: SyncSender<Connection>,
+    queue: Option<SyncSender<Connection>>,
 }
 
 /// How many refused connections may wait for their 503; more are closed.
 const REFUSALS_QUEUED: usize = 64;
 
 impl Refuser {
-    fn start() -> io::Result<Refuser> {
+    fn new() -> io::Result<Refuser> {
+        if config::files_root().is_none() {
+            return Ok(Refuser { queue: None });
+        }
         let (queue, refused) = mpsc::sync_channel::<Connection>(REFUSALS_QUEUED);
         thread::Builder::new().name("refuser".into()).stack_size(64 * 1024).spawn(move || {
             for conn in refused {
@@ -203,14 +206,14 @@ impl Refuser {
                 response::finish(&conn.sock);
             }
         })?;
-        Ok(Refuser { queue })
+        Ok(Refuser { queue: Some(queue) })
     }
 
     fn refuse(&self, conn: Connection, why: &str) {
         log::info(format_args!("refused {}: {why}", conn.peer));
-        if config::files_root().is_some() {
+        if let Some(queue) = &self.queue {
             // A full queue means a flood: those beyond it are just closed.
-            let _ = self.queue.try_send(conn);
+            let _ = queue.try_send(conn);
         }
     }
 }

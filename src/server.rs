@@ -69,7 +69,7 @@ fn run(mode: Mode) -> io::Result<()> {
 /// Waits for SIGINT or SIGTERM. Then it stops the server: it shuts the
 /// listening socket down (no new connections; the accept loop wakes and
 /// ends), lets open connections finish for up to `--shutdown-timeout`, and
-/// exits with status 0.
+/// exits with status 0. A second signal meanwhile exits at once.
 fn start_signal_thread(listener: Arc<Socket>) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("signals".into()).stack_size(64 * 1024).spawn(move || {
         if sys::sigwait_shutdown().is_err() {
@@ -86,8 +86,18 @@ fn start_signal_thread(listener: Arc<Socket>) -> io::Result<thread::JoinHandle<(
             ));
         }
         let deadline = Instant::now() + grace;
-        if !OPEN_CONNECTIONS.wait_for_none(deadline) {
-            log::always(format_args!("{} connection(s) still open; closing them.", OPEN_CONNECTIONS.open()));
+        loop {
+            let step = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            if OPEN_CONNECTIONS.wait_for_none(Instant::now() + step) {
+                break;
+            }
+            if Instant::now() >= deadline || sys::sigtimedwait_shutdown(Duration::ZERO).unwrap_or(false) {
+                log::always(format_args!(
+                    "{} connection(s) still open; closing them.",
+                    OPEN_CONNECTIONS.open()
+                ));
+                break;
+            }
         }
         log::always(format_args!("Shutting down."));
         std::process::exit(0);

@@ -388,6 +388,20 @@ pub fn sigwait_shutdown() -> io::Result<libc::c_int> {
     }
 }
 
+/// Corresponds to `sigtimedwait(2)` on SIGINT and SIGTERM: waits at most
+/// `timeout` for one to be pending. `Ok(false)` if none came in time.
+pub fn sigtimedwait_shutdown(timeout: Duration) -> io::Result<bool> {
+    let set = shutdown_sigset();
+    let ts =
+        libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+    // SAFETY: `set` and `ts` are initialised; the siginfo is not asked for.
+    match cvt(unsafe { libc::sigtimedwait(&set, ptr::null_mut(), &ts) }) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sets SIGPIPE to be ignored, so a write to a closed peer fails with EPIPE
 /// instead of killing the process.
 pub fn ignore_sigpipe() -> io::Result<()> {

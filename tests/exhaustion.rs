@@ -154,8 +154,8 @@ fn out_of_threads_or_processes_a_connection_gets_503() {
 fn out_of_threads_a_proxied_connection_is_closed() {
     let dir = TempDir::new("eagain-proxy");
     let origin = Origin::start(origins::echo);
-    // main, signals, refuser, and the connection's own thread: no room for the relay thread.
-    let server = start_with_task_limit("threadserver", &dir, 4, &["--proxy", &origin.proxy_arg()]);
+    // main, signals, and the connection's own thread: no room for the relay thread.
+    let server = start_with_task_limit("threadserver", &dir, 3, &["--proxy", &origin.proxy_arg()]);
     let mut stream = common::connect(server.addr());
     stream.write_all(b"hello").unwrap();
     let mut got = Vec::new();

@@ -59,6 +59,30 @@ fn a_slow_download_completes_after_sigterm_and_then_the_server_exits_0() {
 }
 
 #[test]
+fn a_second_signal_stops_the_server_at_once() {
+    let dir = site();
+    for name in SERVERS {
+        let mut server = Server::start(name, &["--files", dir.str(), "--quiet", "--shutdown-timeout", "60"]);
+        let (_stalled, _) = start_download(&server);
+        server.signal("INT");
+        common::eventually("the shutdown to begin", || {
+            server.stdout_lines().iter().any(|l| l.starts_with("Shutting down: waiting up to 60 s"))
+        });
+        assert!(!server.exited(), "{name} exited on the first signal with a connection open");
+        server.signal("INT");
+        let second = Instant::now();
+        let status = server.wait();
+        assert_eq!(status.code(), Some(0), "{name}: {status:?}");
+        assert!(
+            second.elapsed() < Duration::from_secs(3),
+            "{name}: exited {:?} after the second signal",
+            second.elapsed()
+        );
+        assert!(server.stdout_lines().iter().any(|l| l.ends_with("still open; closing them.")), "{name}");
+    }
+}
+
+#[test]
 fn a_stalled_connection_cannot_hold_the_server_past_the_grace_period() {
     let dir = site();
     for name in SERVERS {

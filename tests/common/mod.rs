@@ -118,6 +118,11 @@ impl Server {
         assert!(ok.success(), "kill -{signal} failed");
     }
 
+    /// Whether the server process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
     /// Sends `signal` and waits for the process to exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         self.signal(signal);
