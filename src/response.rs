@@ -18,7 +18,6 @@ pub enum Status {
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
-    InternalServerError,
     BadGateway,
     ServiceUnavailable,
 }
@@ -32,7 +31,6 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
-            Status::InternalServerError => 500,
             Status::BadGateway => 502,
             Status::ServiceUnavailable => 503,
         }
@@ -46,7 +44,6 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
-            Status::InternalServerError => "Internal Server Error",
             Status::BadGateway => "Bad Gateway",
             Status::ServiceUnavailable => "Service Unavailable",
         }

@@ -12,7 +12,7 @@ use std::ptr;
 use std::time::Duration;
 
 /// Turns a libc return value of -1 into `io::Error::last_os_error()`.
-fn cvt<T: Default + PartialEq + Copy + From<i8>>(res: T) -> io::Result<T> {
+fn cvt<T: PartialEq + From<i8>>(res: T) -> io::Result<T> {
     if res == T::from(-1) {
         Err(io::Error::last_os_error())
     } else {
@@ -23,7 +23,7 @@ fn cvt<T: Default + PartialEq + Copy + From<i8>>(res: T) -> io::Result<T> {
 /// Runs `f` until it fails with something other than EINTR.
 fn cvt_r<T, F>(mut f: F) -> io::Result<T>
 where
-    T: Default + PartialEq + Copy + From<i8>,
+    T: PartialEq + From<i8>,
     F: FnMut() -> T,
 {
     loop {
@@ -405,17 +405,11 @@ pub fn sigtimedwait_shutdown(timeout: Duration) -> io::Result<bool> {
 /// Sets SIGPIPE to be ignored, so a write to a closed peer fails with EPIPE
 /// instead of killing the process.
 pub fn ignore_sigpipe() -> io::Result<()> {
-    set_ignored(libc::SIGPIPE, 0)
-}
-
-/// Corresponds to `sigaction(2)` with `SIG_IGN`.
-fn set_ignored(sig: libc::c_int, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: sigaction is plain old data; all zeroes is a valid, empty action.
     let mut action: libc::sigaction = unsafe { mem::zeroed() };
     action.sa_sigaction = libc::SIG_IGN;
-    action.sa_flags = flags;
     // SAFETY: `action` is initialised; the old action is not asked for.
-    cvt(unsafe { libc::sigaction(sig, &action, ptr::null_mut()) }).map(drop)
+    cvt(unsafe { libc::sigaction(libc::SIGPIPE, &action, ptr::null_mut()) }).map(drop)
 }
 
 /// What `fork` returned, in the process that sees it.
