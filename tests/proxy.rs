@@ -262,16 +262,7 @@ fn a_hundred_keep_alive_clients_of_ten_requests_each() {
     let relay = proxy("threadserver", &origin.proxy_arg(), &[]);
     let addr = relay.addr();
     let clients: Vec<_> = (0..100)
-        .map(|c| {
-            thread::spawn(move || {
-                let stream = common::connect(addr);
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                for i in 1..=10 {
-                    (&stream).write_all(request(&format!("/c{c}/r{i}")).as_bytes()).unwrap();
-                    assert_eq!(read_response(&mut reader).text(), format!("response {i} to /c{c}/r{i}\n"));
-                }
-            })
-        })
+        .map(|c| thread::spawn(move || origins::keepalive_session(addr, &format!("/c{c}/r"), 10)))
         .collect();
     for c in clients {
         c.join().unwrap();
@@ -292,10 +283,7 @@ fn fds_and_threads_return_to_their_baseline_after_500_connections() {
             .map(|w| {
                 thread::spawn(move || {
                     for i in 0..50 {
-                        let stream = common::connect(addr);
-                        let mut reader = BufReader::new(stream.try_clone().unwrap());
-                        (&stream).write_all(request(&format!("/w{w}/{i}")).as_bytes()).unwrap();
-                        assert_eq!(read_response(&mut reader).text(), format!("response 1 to /w{w}/{i}\n"));
+                        origins::keepalive_session(addr, &format!("/w{w}/{i}/r"), 1);
                     }
                 })
             })

@@ -3,30 +3,19 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
 use std::net::SocketAddr;
 use std::thread;
 use std::time::Instant;
 
 use common::origins::{self, Origin};
-use common::{eventually, read_response, Server};
+use common::{eventually, Server};
 
 /// `keepalive` connections each sending `per_connection` requests, while
 /// `short` connections of one request each run alongside, 10 at a time.
 /// Every answer is checked; any error fails the test.
 fn load(addr: SocketAddr, keepalive: usize, per_connection: usize, short: usize) {
     let long: Vec<_> = (0..keepalive)
-        .map(|c| {
-            thread::spawn(move || {
-                let stream = common::connect(addr);
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                for i in 1..=per_connection {
-                    let req = format!("GET /k{c}/{i} HTTP/1.1\r\nHost: origin\r\n\r\n");
-                    (&stream).write_all(req.as_bytes()).unwrap();
-                    assert_eq!(read_response(&mut reader).text(), format!("response {i} to /k{c}/{i}\n"));
-                }
-            })
-        })
+        .map(|c| thread::spawn(move || origins::keepalive_session(addr, &format!("/k{c}/"), per_connection)))
         .collect();
     let brief: Vec<_> = (0..10)
         .map(|t| {

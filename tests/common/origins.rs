@@ -96,6 +96,18 @@ pub fn http_keepalive(stream: TcpStream) {
     let _ = writer.shutdown(Shutdown::Write);
 }
 
+/// A client of [`http_keepalive`]: one connection to `addr` carrying `n`
+/// requests for `{prefix}1` .. `{prefix}n`, each answer checked.
+pub fn keepalive_session(addr: SocketAddr, prefix: &str, n: usize) {
+    let stream = super::connect(addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for i in 1..=n {
+        let req = format!("GET {prefix}{i} HTTP/1.1\r\nHost: origin\r\n\r\n");
+        (&stream).write_all(req.as_bytes()).unwrap();
+        assert_eq!(super::read_response(&mut reader).text(), format!("response {i} to {prefix}{i}\n"));
+    }
+}
+
 /// Reads one request head; `None` at end of stream.
 fn read_head(reader: &mut impl BufRead) -> Option<String> {
     let mut head = String::new();
