@@ -236,7 +236,7 @@ fn files_directory(dir: &str) -> Result<PathBuf, String> {
     match path.canonicalize() {
         Ok(real) if real.is_dir() => Ok(real),
         Ok(_) => Err(format!("--files {dir}: not a directory")),
-        Err(e) => Err(format!("--files {dir}: {e}")),
+        Err(e) => Err(format!("--files {dir}: {}", crate::log::describe(&e))),
     }
 }
 

@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::modes::Connection;
 use crate::request::{self, Request};
@@ -23,37 +24,68 @@ enum Resource {
     Listing { dir: PathBuf, segments: Vec<OsString> },
 }
 
-/// Answers one request on `conn` from the served directory, then closes it.
+/// A request as it was read: the bytes of its head, what they parse to,
+/// and whether nothing of the request is left unread.
+struct Incoming {
+    received: Vec<u8>,
+    request: Result<Request, Status>,
+    all_read: bool,
+}
+
+/// What went out in answer, for the log line.
+struct Sent {
+    status: Status,
+    body_bytes: u64,
+}
+
+/// Answers one request on `conn` from the served directory, logs it, and
+/// closes the connection. `GET` gets the resource, `HEAD` the same head with
+/// no body.
 pub fn handle_files_request(conn: Connection) {
     let Some(root) = config::files_root() else { return };
+    let started = Instant::now();
     let sock = &conn.sock;
-    let mut all_read = false;
-    let result = match read_request(sock, &mut all_read).and_then(|req| resolve(root, &req)) {
-        Ok(Resource::File(path)) => send_file(sock, &path),
-        Ok(Resource::Listing { dir, segments }) => send_listing(sock, &dir, &segments),
-        Err(status) => send_status(sock, status),
+    let incoming = read_request(sock);
+    let head_only = request::is_head_request(&incoming.received);
+    let mut sent = Sent { status: Status::Ok, body_bytes: 0 };
+    let result = match incoming.request.and_then(|req| resolve(root, &req)) {
+        Ok(Resource::File(path)) => send_file(sock, &path, head_only, &mut sent),
+        Ok(Resource::Listing { dir, segments }) => send_listing(sock, &dir, &segments, head_only, &mut sent),
+        Err(status) => send_status(sock, status, head_only, &mut sent),
     };
-    if let Err(e) = result {
-        log::info(format_args!("{}: response not sent in full: {e}", conn.peer));
-    }
+    let cut_short = match &result {
+        Ok(()) => String::new(),
+        Err(e) => format!(" (not sent in full: {})", log::describe(e)),
+    };
+    log::info(format_args!(
+        "{} \"{}\" {} {} {:.1} ms{cut_short}",
+        conn.peer,
+        request::loggable_request_line(&incoming.received),
+        sent.status.code(),
+        sent.body_bytes,
+        started.elapsed().as_secs_f64() * 1000.0,
+    ));
     // With nothing left unread, closing cannot reset the connection: the
     // response goes out, then FIN. Otherwise, drain before closing.
-    if !all_read {
-        response::finish(sock);
+    if !incoming.all_read {
+        response::lingering_close(sock);
     }
 }
 
-/// Reads and parses the request head; only GET is served. `all_read` says
-/// whether the whole request has been read: a head with no body, and no
-/// bytes after it.
-fn read_request(sock: &Socket, all_read: &mut bool) -> Result<Request, Status> {
-    let head = request::read_head(sock, config::opts().request_timeout)?;
-    let req = request::parse_head(&head.bytes)?;
-    *all_read = !head.read_past_end && !req.has_body;
-    if req.method != "GET" {
-        return Err(Status::MethodNotAllowed);
-    }
-    Ok(req)
+/// Reads and parses the request head. Only GET and HEAD are served; any
+/// other method is a 405.
+fn read_request(sock: &Socket) -> Incoming {
+    let head = match request::read_head(sock, config::opts().request_timeout) {
+        Ok(head) => head,
+        Err(bad) => return Incoming { received: bad.received, request: Err(bad.status), all_read: false },
+    };
+    let parsed = request::parse_head(&head.bytes);
+    let all_read = !head.read_past_end && parsed.as_ref().is_ok_and(|req| !req.has_body);
+    let request = parsed.and_then(|req| match req.method.as_str() {
+        "GET" | "HEAD" => Ok(req),
+        _ => Err(Status::MethodNotAllowed),
+    });
+    Incoming { received: head.bytes, request, all_read }
 }
 
 /// Maps the request target to something under `root`. The path is decoded
@@ -89,27 +121,35 @@ fn status_for(e: &io::Error) -> Status {
     }
 }
 
-fn send_status(sock: &Socket, status: Status) -> io::Result<()> {
+/// An error page for `status`.
+fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) -> io::Result<()> {
     let (detail, extra): (&str, &[(&str, &str)]) = match status {
         Status::BadRequest => ("The request could not be understood.", &[]),
         Status::Forbidden => ("You may not read that path.", &[]),
         Status::NotFound => ("Nothing is served at that path.", &[]),
-        Status::MethodNotAllowed => ("Only GET is served here.", &[("Allow", "GET")]),
+        Status::MethodNotAllowed => ("Only GET and HEAD are served here.", &[("Allow", "GET, HEAD")]),
         Status::RequestTimeout => ("The request head did not arrive in time.", &[]),
         _ => ("", &[]),
     };
-    response::send_error(sock, status, detail, extra)
+    sent.status = status;
+    sent.body_bytes = response::send_error(sock, status, detail, extra, head_only)?;
+    Ok(())
 }
 
-/// `200 OK` with the file's type and length, then its bytes in chunks. If the
-/// file changes size meanwhile, no more than the announced length is sent.
-fn send_file(sock: &Socket, path: &Path) -> io::Result<()> {
+/// `200 OK` with the file's type and length, then its bytes in chunks (none
+/// for HEAD). If the file changes size meanwhile, no more than the announced
+/// length is sent.
+fn send_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) => return send_status(sock, status_for(&e)),
+        Err(e) => return send_status(sock, status_for(&e), head_only, sent),
     };
     let len = file.metadata()?.len();
-    let head = response::head(Status::Ok, mime::content_type(path), len, &[]);
+    let head = response::response_head(Status::Ok, mime::content_type(path), len, &[]);
+    sent.status = Status::Ok;
+    if head_only {
+        return sock.write_all(head.as_bytes());
+    }
     // The head and the first chunk go out in one write: a small file is one
     // write and, on the wire, one segment.
     let mut buf = vec![0u8; head.len() + CHUNK.min(len as usize)];
@@ -120,6 +160,7 @@ fn send_file(sock: &Socket, path: &Path) -> io::Result<()> {
         let n = body.read(&mut buf[filled..])?;
         if filled + n > 0 {
             sock.write_all(&buf[..filled + n])?;
+            sent.body_bytes += n as u64;
         }
         if n == 0 {
             return Ok(());
@@ -129,36 +170,42 @@ fn send_file(sock: &Socket, path: &Path) -> io::Result<()> {
 }
 
 /// `200 OK` with an HTML page that links to the parent and to each entry.
-fn send_listing(sock: &Socket, dir: &Path, segments: &[OsString]) -> io::Result<()> {
+fn send_listing(
+    sock: &Socket,
+    dir: &Path,
+    segments: &[OsString],
+    head_only: bool,
+    sent: &mut Sent,
+) -> io::Result<()> {
     let mut entries: Vec<(OsString, bool)> = match fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(Result::ok).map(|e| (e.file_name(), e.path().is_dir())).collect(),
-        Err(e) => return send_status(sock, status_for(&e)),
+        Err(e) => return send_status(sock, status_for(&e), head_only, sent),
     };
     entries.sort();
     let body = listing_page(segments, &entries);
-    response::send_html(sock, Status::Ok, &body, &[])
+    sent.status = Status::Ok;
+    sent.body_bytes = response::send_html(sock, Status::Ok, &body, &[], head_only)?;
+    Ok(())
 }
 
-/// The listing of the directory at `segments`. Links are absolute, so they
-/// work whether or not the request had a trailing slash.
+/// The listing of the directory at `segments`, as the skeleton writes it: a
+/// link to `../`, the parent directory, then one to each entry. The page's
+/// `<base>` is the directory itself with a trailing slash, so `../` leads to
+/// the parent whether or not the request ended in a slash (and from the root,
+/// to the root). Entry links are absolute, percent-encoded paths.
 fn listing_page(segments: &[OsString], entries: &[(OsString, bool)]) -> String {
-    let href_of = |segs: &[OsString]| -> String {
-        let mut href = String::from("/");
-        for s in segs {
-            href.push_str(&percent_encode(s.as_bytes()));
-            href.push('/');
-        }
-        href
-    };
-    let here = href_of(segments);
-    let parent = href_of(&segments[..segments.len().saturating_sub(1)]);
+    let mut here = String::from("/");
+    for s in segments {
+        here.push_str(&percent_encode(s.as_bytes()));
+        here.push('/');
+    }
     let title = html_escape(&format!(
         "Index of /{}",
         segments.iter().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join("/")
     ));
     let mut page = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n<h1>{title}</h1>\n<ul>\n\
-         <li><a href=\"{parent}\">Parent directory</a></li>\n"
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><base href=\"{here}\"><title>{title}</title></head>\n\
+         <body>\n<h1>{title}</h1>\n<ul>\n<li><a href=\"../\">Parent directory</a></li>\n"
     );
     for (name, is_dir) in entries {
         let slash = if *is_dir { "/" } else { "" };
@@ -181,7 +228,8 @@ mod tests {
         let segs = vec![OsString::from("docs"), OsString::from("a b")];
         let entries = vec![(OsString::from("x&y <1>.txt"), false), (OsString::from("sub"), true)];
         let page = listing_page(&segs, &entries);
-        assert!(page.contains("<a href=\"/docs/\">Parent directory</a>"), "{page}");
+        assert!(page.contains("<base href=\"/docs/a%20b/\">"), "{page}");
+        assert!(page.contains("<a href=\"../\">Parent directory</a>"), "{page}");
         assert!(
             page.contains("<a href=\"/docs/a%20b/x%26y%20%3C1%3E.txt\">x&amp;y &lt;1&gt;.txt</a>"),
             "{page}"
@@ -227,6 +275,6 @@ mod tests {
     #[test]
     fn root_listing_parent_is_root() {
         let page = listing_page(&[], &[]);
-        assert!(page.contains("<a href=\"/\">Parent directory</a>"));
+        assert!(page.contains("<base href=\"/\">") && page.contains("<a href=\"../\">Parent directory</a>"));
     }
 }

@@ -157,7 +157,7 @@ fn start_reaper() -> io::Result<()> {
             // Counted but not forked yet: the fork is a moment away.
             Ok(false) => thread::sleep(Duration::from_millis(1)),
             Err(e) => {
-                log::error(format_args!("waitpid: {e}"));
+                log::error(format_args!("waitpid: {}", log::describe(&e)));
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -177,7 +177,9 @@ fn start_pool(n: usize) -> io::Result<Arc<WorkQueue<Connection>>> {
             .spawn(move || loop {
                 handle_connection(wq::wq_pop(&queue));
             })
-            .map_err(|e| io::Error::new(e.kind(), format!("start worker {i} of {n}: {e}")))?;
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("start worker {i} of {n}: {}", log::describe(&e)))
+            })?;
     }
     Ok(queue)
 }
@@ -202,8 +204,8 @@ impl Refuser {
         thread::Builder::new().name("refuser".into()).stack_size(64 * 1024).spawn(move || {
             for conn in refused {
                 let detail = "The server is at its limit of connections. Try again shortly.";
-                let _ = response::send_error(&conn.sock, Status::ServiceUnavailable, detail, &[]);
-                response::finish(&conn.sock);
+                let _ = response::send_error(&conn.sock, Status::ServiceUnavailable, detail, &[], false);
+                response::lingering_close(&conn.sock);
             }
         })?;
         Ok(Refuser { queue: Some(queue) })

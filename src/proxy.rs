@@ -94,8 +94,8 @@ pub fn handle_proxy_request(conn: Connection) {
 /// Resolves `host` and tries each of its addresses in order until one
 /// connects. The error names the host and every address tried.
 pub fn connect_upstream(host: &str, port: u16, timeout: Duration) -> io::Result<(Socket, SocketAddr)> {
-    let addrs =
-        sys::getaddrinfo(host, port).map_err(|e| io::Error::new(e.kind(), format!("resolve {host}: {e}")))?;
+    let addrs = sys::getaddrinfo(host, port)
+        .map_err(|e| io::Error::new(e.kind(), format!("resolve {host}: {}", log::describe(&e))))?;
     let mut failures = Vec::new();
     let mut last_kind = io::ErrorKind::NotFound;
     for addr in addrs {
@@ -119,10 +119,14 @@ pub fn connect_upstream(host: &str, port: u16, timeout: Duration) -> io::Result<
 /// Reads and discards the client's request head (briefly), answers 502 Bad
 /// Gateway with a page that says which upstream failed and why, and closes.
 fn bad_gateway(client: &Socket, host: &str, port: u16, err: &io::Error) {
-    let _ = request::read_head(client, HEAD_BEFORE_502);
+    let received = match request::read_head(client, HEAD_BEFORE_502) {
+        Ok(head) => head.bytes,
+        Err(bad) => bad.received,
+    };
+    let head_only = request::is_head_request(&received);
     let detail = format!("The upstream server {host}:{port} could not be reached: {err}.");
-    let _ = response::send_error(client, Status::BadGateway, &detail, &[]);
-    response::finish(client);
+    let _ = response::send_error(client, Status::BadGateway, &detail, &[], head_only);
+    response::lingering_close(client);
 }
 
 /// The line logged when a connection ends. `upstream` is the configured

@@ -27,43 +27,99 @@ pub struct Request {
 /// A request head as read off a socket.
 #[derive(Debug)]
 pub struct Head {
-    /// The head, blank line included.
+    /// The head: up to and including its blank line, or, from a client that
+    /// ended its stream after a complete request line, all it sent.
     pub bytes: Vec<u8>,
     /// Whether bytes past the head (a body, a pipelined request) came in the
     /// same reads. They are discarded.
     pub read_past_end: bool,
 }
 
+/// A head that could not be read: the answer it gets, and the bytes that
+/// did arrive (for the log line, and to tell a HEAD request).
+#[derive(Debug)]
+pub struct BadHead {
+    pub status: Status,
+    pub received: Vec<u8>,
+}
+
 /// Reads from `sock` until the blank line that ends the head, giving up after
 /// `timeout` in all.
-pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, Status> {
+///
+/// As in the skeleton, what matters is the request line: a client that sends
+/// a complete request line and then ends its stream is answered as if its
+/// head had ended there. A head that can never become valid (an empty first
+/// line, control bytes, a bare CR) is refused at once, without waiting for
+/// the timeout.
+pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
+    let fail = |status, buf: &[u8]| BadHead { status, received: buf.to_vec() };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
-            return Err(Status::RequestTimeout);
+            return Err(fail(Status::RequestTimeout, &buf[..filled]));
         }
         let n = match sock.read(&mut buf[filled..]) {
-            Ok(0) => return Err(Status::BadRequest),
+            Ok(0) if buf[..filled].contains(&b'\n') => {
+                buf.truncate(filled);
+                return Ok(Head { bytes: buf, read_past_end: false });
+            }
+            Ok(0) => return Err(fail(Status::BadRequest, &buf[..filled])),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Status::RequestTimeout),
-            Err(_) => return Err(Status::BadRequest),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(fail(Status::RequestTimeout, &buf[..filled]))
+            }
+            Err(_) => return Err(fail(Status::BadRequest, &buf[..filled])),
         };
         let search_from = filled.saturating_sub(3);
         filled += n;
+        if buf[..filled].starts_with(b"\n") || buf[..filled].starts_with(b"\r\n") {
+            return Err(fail(Status::BadRequest, &buf[..filled]));
+        }
         if let Some(end) = head_end(&buf[search_from..filled]) {
             let read_past_end = search_from + end < filled;
             buf.truncate(search_from + end);
             return Ok(Head { bytes: buf, read_past_end });
         }
-        // Binary junk or a bare CR can never become a valid head: say so now
-        // rather than wait for more bytes that will not help.
         if filled == MAX_HEAD || !could_be_head(&buf[search_from..filled]) {
-            return Err(Status::BadRequest);
+            return Err(fail(Status::BadRequest, &buf[..filled]));
         }
     }
+}
+
+/// Whether the request in `bytes` asks for `HEAD`: its answer carries no
+/// body, whatever the status. Read off the raw bytes, so that it holds for
+/// a head that fails to parse or arrives only in part.
+pub fn is_head_request(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"HEAD ")
+}
+
+/// The request line at the start of `bytes`, for a log line: at most
+/// `MAX_LOGGED` bytes of it, with `"`, `\\` and every byte that is not
+/// printable ASCII escaped (`\xNN`), so that nothing a client sends reaches
+/// a terminal raw. `-` when nothing arrived.
+pub fn loggable_request_line(bytes: &[u8]) -> String {
+    const MAX_LOGGED: usize = 1024;
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return "-".to_string();
+    }
+    let mut out = String::with_capacity(line.len().min(MAX_LOGGED));
+    for &b in line.iter().take(MAX_LOGGED) {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if line.len() > MAX_LOGGED {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Where the head ends in `bytes`: the index just past `\r\n\r\n` (or a bare

@@ -52,7 +52,12 @@ impl Status {
 
 /// The head of a response: `HTTP/1.0 <code> <reason>`, `Content-Type`,
 /// `Content-Length`, any `extra` headers, and the blank line.
-pub fn head(status: Status, content_type: &str, content_length: u64, extra: &[(&str, &str)]) -> String {
+pub fn response_head(
+    status: Status,
+    content_type: &str,
+    content_length: u64,
+    extra: &[(&str, &str)],
+) -> String {
     let mut out = format!(
         "HTTP/1.0 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n",
         status.code(),
@@ -65,16 +70,33 @@ pub fn head(status: Status, content_type: &str, content_length: u64, extra: &[(&
     out
 }
 
-/// Sends a complete `text/html` response: head and body in one write.
-pub fn send_html(sock: &Socket, status: Status, body: &str, extra: &[(&str, &str)]) -> io::Result<()> {
-    let mut msg = head(status, "text/html", body.len() as u64, extra);
-    msg.push_str(body);
-    sock.write_all(msg.as_bytes())
+/// Sends a complete `text/html` response, head and body in one write; in
+/// answer to HEAD (`head_only`), the same head and no body. Returns how many
+/// body bytes were sent.
+pub fn send_html(
+    sock: &Socket,
+    status: Status,
+    body: &str,
+    extra: &[(&str, &str)],
+    head_only: bool,
+) -> io::Result<u64> {
+    let mut msg = response_head(status, "text/html", body.len() as u64, extra);
+    if !head_only {
+        msg.push_str(body);
+    }
+    sock.write_all(msg.as_bytes())?;
+    Ok(if head_only { 0 } else { body.len() as u64 })
 }
 
 /// Sends an error as a small HTML page; `detail` is plain text.
-pub fn send_error(sock: &Socket, status: Status, detail: &str, extra: &[(&str, &str)]) -> io::Result<()> {
-    send_html(sock, status, &error_page(status, detail), extra)
+pub fn send_error(
+    sock: &Socket,
+    status: Status,
+    detail: &str,
+    extra: &[(&str, &str)],
+    head_only: bool,
+) -> io::Result<u64> {
+    send_html(sock, status, &error_page(status, detail), extra, head_only)
 }
 
 /// A small HTML page for an error status.
@@ -96,7 +118,7 @@ const LINGER_BYTES: usize = 1 << 20;
 /// input makes the kernel send a reset, which can destroy the response before
 /// the client reads it. So: half-close our side (the client sees EOF), then
 /// read and discard until the client closes too, for a bounded time and size.
-pub fn finish(sock: &Socket) {
+pub fn lingering_close(sock: &Socket) {
     if sock.shutdown(Shutdown::Write).is_err() {
         return;
     }
@@ -152,12 +174,12 @@ mod tests {
     #[test]
     fn heads_are_exact() {
         assert_eq!(
-            head(Status::Ok, "text/html", 12, &[]),
+            response_head(Status::Ok, "text/html", 12, &[]),
             "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: 12\r\n\r\n"
         );
         assert_eq!(
-            head(Status::MethodNotAllowed, "text/html", 0, &[("Allow", "GET")]),
-            "HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/html\r\nContent-Length: 0\r\nAllow: GET\r\n\r\n"
+            response_head(Status::MethodNotAllowed, "text/html", 0, &[("Allow", "GET, HEAD")]),
+            "HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/html\r\nContent-Length: 0\r\nAllow: GET, HEAD\r\n\r\n"
         );
     }
 

@@ -34,7 +34,7 @@ pub fn main(mode: Mode) -> ExitCode {
             match run(mode) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    log::error(format_args!("{prog}: {e}"));
+                    log::error(format_args!("{prog}: {}", log::describe(&e)));
                     ExitCode::FAILURE
                 }
             }

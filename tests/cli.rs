@@ -21,6 +21,7 @@ fn assert_usage_error(name: &str, args: &[&str], problem: &str) {
     assert!(first.contains(problem), "{name} {args:?}: expected {problem:?} in {first:?}");
     assert!(stderr.contains(&format!("Usage: {name} --files DIR")), "{name} {args:?}: no usage in {stderr}");
     assert!(out.stdout.is_empty(), "{name} {args:?} wrote to stdout");
+    assert!(!stderr.contains("(os error"), "{name} {args:?}: std's error suffix in {first:?}");
 }
 
 #[test]
@@ -87,6 +88,7 @@ fn a_port_in_use_is_a_clear_error() {
         assert!(code.is_some() && code != Some(0), "{name}: exit {status:?}");
         assert!(stderr.contains(&format!("listen on port {port}")), "{name}: {stderr}");
         assert!(stderr.contains("Address already in use"), "{name}: {stderr}");
+        assert!(!stderr.contains("(os error"), "{name}: {stderr}");
     }
 }
 

@@ -19,6 +19,41 @@ use std::time::{Duration, Instant};
 /// The four executables of the homework.
 pub const SERVERS: [&str; 4] = ["httpserver", "forkserver", "threadserver", "poolserver"];
 
+/// Defines one test per server from one body: `fn name(server) { ... }`
+/// becomes `name::httpserver`, `name::forkserver`, `name::threadserver` and
+/// `name::poolserver`, each calling the body with that executable's name. So
+/// `cargo test poolserver` runs poolserver's cases, and a failure names the
+/// server that failed.
+#[macro_export]
+macro_rules! per_server {
+    ($(#[$meta:meta])* fn $name:ident($server:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn check($server: &'static str) $body
+
+            #[test]
+            fn httpserver() {
+                check("httpserver")
+            }
+            #[test]
+            fn forkserver() {
+                check("forkserver")
+            }
+            #[test]
+            fn threadserver() {
+                check("threadserver")
+            }
+            #[test]
+            fn poolserver() {
+                check("poolserver")
+            }
+        }
+    };
+}
+
 /// How long any single wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -302,6 +337,26 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
     stream
+}
+
+/// Closes `stream` with a reset instead of a FIN, as a client that aborts
+/// does: `SO_LINGER` with a zero timeout, then close.
+pub fn close_with_reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: `linger` lives on this stack frame and is `len` bytes long; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            len,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+    drop(stream);
 }
 
 /// Sends `raw` as is and returns everything the server sends until it closes.
