@@ -19,8 +19,9 @@ use common::sha256::sha256;
 use common::{Server, TempDir};
 
 const SKIP: &str = "HTTPSERVER_SKIP_BROWSER_TEST";
-const IMAGES: [&str; 2] = ["/images/relay.png", "/images/bay.jpg"];
-const NOTES: [&str; 5] = ["basic.txt", "fork.txt", "pool.txt", "proxy.txt", "thread.txt"];
+const IMAGES: [&str; 2] = ["/my_documents/relay.png", "/my_documents/bay.jpg"];
+const DOCUMENTS: [&str; 7] =
+    ["basic.txt", "bay.jpg", "fork.txt", "pool.txt", "proxy.txt", "relay.png", "thread.txt"];
 
 /// The Chromium to drive, or `None` (said loudly) when skipped on purpose.
 /// Missing Chromium fails the test, with the command that installs it.
@@ -135,8 +136,15 @@ fn a_page_loads_through_each_kind_of_proxy_in_a_real_browser() {
         assert_eq!(facts.get("listing status").map(String::as_str), Some("200"), "{name}");
         let links = facts.get("listing links").cloned().unwrap_or_default();
         assert!(links.contains("Parent directory"), "{name}: {links}");
-        for note in NOTES {
+        for note in DOCUMENTS {
             assert!(links.split(',').any(|l| l == note), "{name}: {note} not in the listing: {links}");
+        }
+        // "Parent directory" leads to the parent, with or without the slash.
+        for path in ["/my_documents", "/my_documents/"] {
+            let parent = facts.get(&format!("parent of {path}")).map(String::as_str);
+            assert_eq!(parent, Some("/"), "{name}: the parent link of {path}");
+            let entry = facts.get(&format!("entry link from {path}")).map(String::as_str);
+            assert_eq!(entry, Some("/my_documents/basic.txt"), "{name}: the first entry of {path}");
         }
     }
 }

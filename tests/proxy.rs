@@ -44,9 +44,15 @@ fn a_get_through_the_proxy_returns_exactly_what_a_direct_get_returns() {
     let upstream = format!("localhost:{}", origin.port);
     for name in common::SERVERS {
         let relay = proxy(name, &upstream, &[]);
-        for path in
-            ["/", "/index.html", "/images/bay.jpg", "/images/relay.png", "/notes/", "/nope", "/%2e%2e/x"]
-        {
+        for path in [
+            "/",
+            "/index.html",
+            "/my_documents/bay.jpg",
+            "/my_documents/relay.png",
+            "/my_documents/",
+            "/nope",
+            "/%2e%2e/x",
+        ] {
             let raw = format!("GET {path} HTTP/1.0\r\n\r\n");
             let direct = common::exchange(origin.addr(), raw.as_bytes());
             let proxied = common::exchange(relay.addr(), raw.as_bytes());
