@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SERVERS := httpserver forkserver threadserver poolserver
 
-.PHONY: all test browser clean run demo bench
+.PHONY: all test browser clean run demo bench answers
 
 all:
 	$(CARGO) build --release --bins
@@ -42,6 +42,11 @@ demo: all
 # Side by side with HAProxy, nginx and socat; writes bench/RESULTS.md. Not run by CI.
 bench: all
 	python3 bench/bench.py
+
+# The homework's Performance task: ab against the four servers; writes
+# results/answers.md and results/time_per_request.svg. Not run by CI.
+answers: all
+	python3 bench/answers.py
 
 clean:
 	$(CARGO) clean
