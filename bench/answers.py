@@ -191,71 +191,122 @@ def fig(r, key="rps"):
     return f"{r[key]:.0f} req/s" if key == "rps" else f"{r[key]:.2f} ms"
 
 
+def compare(a, b):
+    """How throughput `a` compares with `b`, in words (within 10%: level)."""
+    if a is None or b is None:
+        return "(failed)"
+    ratio = a["rps"] / b["rps"]
+    if ratio > 1.1:
+        return f"{ratio:.2f}× as many requests/s as"
+    if ratio < 0.9:
+        return f"only {ratio:.2f}× the requests/s of"
+    return "about as many requests/s as"
+
+
 def answers(results, pool, ns, cs, threads, pool_n, pool_size):
-    """The four answers, each citing the measured figures it explains."""
+    """The four answers. Each cites the measured figures, and each claim
+    that depends on them is worded from them."""
     n = max(ns)
     lo_c, hi_c = min(cs), max(cs)
+    mid_c = cs[1] if len(cs) > 2 else hi_c
     get = lambda s, c, nn=n: results[s].get((nn, c))
-    basic_lo, basic_hi = get("httpserver", lo_c), get("httpserver", hi_c)
+    ok = lambda rs: all(r is not None for r in rs)
     text = []
 
+    basic = {c: get("httpserver", c) for c in cs}
     text.append("### 1. The basic server as n and c grow\n")
-    text.append(
-        f"httpserver serves one connection at a time, so concurrency adds no throughput: at n = {n} it "
-        f"served {fig(basic_lo)} at c = {lo_c} and {fig(basic_hi)} at c = {hi_c}. What grows is the "
-        f"wait. ab's mean time per request went from {fig(basic_lo, 'mean_ms')} at c = {lo_c} to "
-        f"{fig(basic_hi, 'mean_ms')} at c = {hi_c}: each of the c clients waits behind the others in the "
-        "kernel's listen queue. That is Little's law: the time per request is about c divided by the "
-        "throughput. Growing n only makes the run longer. The averages move little between "
-        f"n = {min(ns)} and n = {n}, apart from the noise of short runs. Nothing fails, because the "
-        "listen backlog (1024) holds every waiting client. A slow client, though, would hold up every "
-        "client behind it (tests/modes.rs shows this).\n")
+    if ok(basic.values()):
+        busy = [basic[c]["rps"] for c in cs if c >= mid_c]
+        rise = "rises" if min(busy) > 1.1 * basic[lo_c]["rps"] else "stays"
+        text.append(
+            f"httpserver serves one connection at a time. At n = {n} it served {fig(basic[lo_c])} at "
+            f"c = {lo_c}, and between {min(busy):.0f} and {max(busy):.0f} req/s at c = {mid_c} to {hi_c}. "
+            f"So throughput {rise} from c = {lo_c} to c = {mid_c}, and then stops growing. At c = 1 the "
+            "server is idle whenever ab reads a response and opens its next connection. With more "
+            "clients, the next connection is always waiting in the listen queue (the kernel has "
+            "already completed its handshake), so the one thread never waits, while ab runs on the "
+            "other core. Beyond that point nothing can help a server that serves one request at a time.\n")
+        text.append(
+            f"The time per request grows instead: ab's mean went from {fig(basic[lo_c], 'mean_ms')} at "
+            f"c = {lo_c} to {fig(basic[mid_c], 'mean_ms')} at c = {mid_c} and {fig(basic[hi_c], 'mean_ms')} "
+            f"at c = {hi_c}. This is Little's law: each client waits behind the c − 1 "
+            f"others, so the time per request is c divided by the throughput ({hi_c} / "
+            f"{basic[hi_c]['rps']:.0f} req/s = {1000 * hi_c / basic[hi_c]['rps']:.1f} ms). Growing n only "
+            f"makes the run longer: the figures at n = {min(ns)} and n = {n} differ by no more than the "
+            "noise of short runs. No request failed, because the listen backlog (1024) holds every "
+            "waiting client.\n")
+        best = max(SERVERS, key=lambda s: (get(s, hi_c) or {"rps": 0})["rps"])
+        rank = ("the basic server served the most of the four" if best == "httpserver" else
+                f"the basic server served {compare(basic[hi_c], get(best, hi_c))} {best}, the fastest")
+        text.append(
+            f"For one small file on this {os.cpu_count()}-core machine, at c = {hi_c}, {rank}. It never "
+            "hands a connection to another thread or process, and each hand-off costs a wake-up. Its "
+            "weakness is not speed but waiting: one slow client holds up every client behind it "
+            "(tests/modes.rs shows this).\n")
+    else:
+        text.append("Some httpserver runs failed; see the table.\n")
 
-    fork_hi, thread_hi = get("forkserver", hi_c), get("threadserver", hi_c)
-    fork_lo = get("forkserver", lo_c)
+    fork_lo, fork_hi, thread_hi = get("forkserver", lo_c), get("forkserver", hi_c), get("threadserver", hi_c)
     text.append("### 2. forkserver: the cost of fork\n")
-    per_conn = f"{1e6 / fork_hi['rps']:.0f} µs" if fork_hi else "(failed)"
-    text.append(
-        f"forkserver runs each connection in a new process. At n = {n}, c = {hi_c} it served "
-        f"{fig(fork_hi)}, against threadserver's {fig(thread_hi)}. That is about {per_conn} of "
-        "machine time per connection, most of it the fork itself (copying the page tables of a "
-        "multi-threaded parent), the child's exit, and the reaper's waitpid. At c = "
-        f"{lo_c} it served {fig(fork_lo)}: with one client at a time, every request pays that whole cost "
-        "in its latency. With more clients, the two cores overlap forks with serving. Each child is "
-        "isolated, so a crash or leak in one connection cannot affect the others. That isolation is "
-        "what the process per connection buys.\n")
+    if ok([fork_lo, fork_hi, thread_hi]):
+        text.append(
+            f"forkserver runs each connection in a new process. At n = {n} it served {fig(fork_lo)} at "
+            f"c = {lo_c} and {fig(fork_hi)} at c = {hi_c}: {compare(fork_hi, thread_hi)} threadserver "
+            f"({fig(thread_hi)}) and {compare(fork_hi, get('httpserver', hi_c))} httpserver. Saturated, "
+            f"that is about {1e6 / fork_hi['rps']:.0f} µs of the machine per connection, where "
+            f"threadserver needs {1e6 / thread_hi['rps']:.0f} µs. The difference is the fork itself "
+            "(copying the page tables of a multi-threaded parent and marking its memory copy-on-write), "
+            "the copy-on-write faults of the child's first writes, its exit, and the reaper's "
+            f"waitpid. At c = {lo_c} every request waits for that whole cost "
+            f"({fig(fork_lo, 'mean_ms')} per request against httpserver's "
+            f"{fig(get('httpserver', lo_c), 'mean_ms')}). With more clients the two cores overlap it with "
+            "serving. What the process per connection buys is isolation: a crash or a leak in one "
+            "connection cannot touch another.\n")
+    else:
+        text.append("Some forkserver runs failed; see the table.\n")
 
+    thread_lo, pool_lo, pool_hi = get("threadserver", lo_c), get("poolserver", lo_c), get("poolserver", hi_c)
     text.append("### 3. threadserver: creating threads against reusing them\n")
-    pool_hi = get("poolserver", hi_c)
-    text.append(
-        f"threadserver gives each connection a thread of its own. At n = {n} it served {fig(get('threadserver', lo_c))} "
-        f"at c = {lo_c} and {fig(thread_hi)} at c = {hi_c}, against poolserver ({pool_size} workers) at "
-        f"{fig(get('poolserver', lo_c))} and {fig(pool_hi)}. A thread costs much less than a process (no "
-        "page tables to copy, no exit to reap), but creating one is still a clone(), a stack mapping, "
-        "and a first wake-up on another core. So threadserver takes its threads from a cache: a "
-        "thread that finishes waits up to a second for the next connection. Under this load almost "
-        "every connection reuses a thread, which is why it stays level with the pool. It differs "
-        "from the pool in what happens at the limits. It starts as many threads as there are clients "
-        "(up to --max-connections), so c = 500 means up to 500 threads, where the pool's bound is "
-        "its size.\n")
+    if ok([thread_lo, thread_hi, pool_lo, pool_hi]):
+        text.append(
+            f"threadserver gives each connection a thread of its own. At n = {n} it served "
+            f"{fig(thread_lo)} at c = {lo_c} and {fig(thread_hi)} at c = {hi_c}. That is "
+            f"{compare(thread_hi, fork_hi)} forkserver, since a thread needs no page tables copied "
+            f"and no exit reaped. It is {compare(thread_hi, pool_hi)} poolserver with {pool_size} "
+            f"workers ({fig(pool_hi)}), and {compare(thread_hi, get('httpserver', hi_c))} httpserver. "
+            "Creating a thread still costs a clone(), a stack mapping and a first wake-up on another "
+            "core, so threadserver takes its threads from a cache. A thread that finishes waits up to "
+            "a second for the next connection, and under this load almost every connection reuses "
+            "one. What remains is the hand-off: the accept loop wakes another thread for every "
+            "connection, as poolserver's does, and httpserver's does not. Where threadserver and the "
+            "pool differ is at the limits. threadserver runs as many threads as there are clients (up "
+            f"to --max-connections), so c = {hi_c} means up to {hi_c} threads. The pool never runs more "
+            "than its size, and queues the rest.\n")
+    else:
+        text.append("Some threadserver or poolserver runs failed; see the table.\n")
 
     text.append(f"### 4. poolserver: pool size against c (n = {pool_n})\n")
-    one = pool.get(min(threads), {})
-    big = pool.get(max(threads), {})
-    mid = [t for t in threads if t >= (os.cpu_count() or 2)]
-    mid_t = mid[0] if mid else max(threads)
-    text.append(
-        f"With {min(threads)} worker(s), poolserver is the basic server behind a queue. At c = {hi_c} it "
-        f"served {fig(one.get((pool_n, hi_c)))} with a mean time per request of "
-        f"{fig(one.get((pool_n, hi_c)), 'mean_ms')}, since every request waits for the one worker. With "
-        f"{mid_t} workers (at least one per core of this {os.cpu_count()}-core machine) it served "
-        f"{fig(pool.get(mid_t, {}).get((pool_n, hi_c)))}, and with {max(threads)} workers "
-        f"{fig(big.get((pool_n, hi_c)))}. A request for a small file is short and uses the CPU. Once there "
-        "are enough workers to keep both cores busy and to cover the moments one of them blocks, "
-        "more workers only add threads that wait their turn for a core. Requests then queue in the "
-        "scheduler rather than in the work queue. More workers than c never help: the extra ones "
-        "sleep in wq_pop. More workers help most when requests block (slow clients, or a slow disk). "
-        "A pool as large as c then behaves like threadserver, with all its threads made in advance.\n")
+    few, many = min(threads), max(threads)
+    at = lambda t, c: pool.get(t, {}).get((pool_n, c))
+    if ok([at(t, hi_c) for t in threads] + [at(t, lo_c) for t in threads]):
+        row = ", ".join(f"{t}: {at(t, hi_c)['rps']:.0f}" for t in threads)
+        text.append(
+            f"At c = {hi_c}, requests/s by pool size were {row}. With {few} worker(s) poolserver is the "
+            f"basic server behind a queue, and it served {compare(at(few, hi_c), at(many, hi_c))} "
+            f"the pool of {many} ({fig(at(few, hi_c))} against {fig(at(many, hi_c))}). At c = {lo_c} the "
+            f"pool size cannot matter, since one worker at a time has work: {fig(at(few, lo_c))} with "
+            f"{few} and {fig(at(many, lo_c))} with {many}.\n")
+        text.append(
+            "A request for a small file is short and never blocks: it needs the CPU and nothing else. "
+            f"This machine has {os.cpu_count()} cores, and ab uses one of them, so one worker already "
+            "keeps the server's share busy. More workers add no CPU. They add threads that wait their "
+            "turn for a core, and each connection still goes through the queue to one of them. With "
+            f"more workers than clients (c = {lo_c}), the extra ones just sleep in wq_pop. The pool's size "
+            "matters when requests block: slow clients, a slow disk, or a slow upstream in proxy mode. "
+            "Then a pool smaller than c leaves clients waiting in the queue behind blocked workers, and "
+            "a pool as large as c behaves like threadserver with all its threads made in advance.\n")
+    else:
+        text.append("Some poolserver runs failed; see the table.\n")
     return "\n".join(text)
 
 
@@ -296,9 +347,10 @@ def main():
         f"Machine: {about['cpu']}, {about['memory']}, Linux {about['kernel']}; {about['ab']}.\n",
         f"Each cell is one run of `ab -q -r -n N -c C http://127.0.0.1:PORT{PAGE}` against the server "
         "serving www/ in files mode with `--quiet`. The figures are ab's own: requests per second, the "
-        "mean time per request (ms, ab's \"mean\", which counts each client's wait), the 99th "
-        "percentile of the total time (ms), and failed requests. ab runs on the same machine, so "
-        "it competes with the server for the cores. Runs with c > n are left out.\n",
+        "mean time per request (ms; ab's \"mean\", which is c × the run's wall time / n, and so "
+        "counts each client's wait), the 99th percentile of ab's per-request times (ms), and failed "
+        "requests. ab runs on the same machine, so it competes with the server for the cores. Runs "
+        "with c > n are left out.\n",
         "![mean time per request against c](time_per_request.svg)\n",
         "## The four servers\n",
         f"poolserver runs with `--num-threads {args.pool}` here.\n",

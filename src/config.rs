@@ -10,7 +10,30 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::modes::Mode;
+/// The concurrency model, one per executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `httpserver`: each connection is handled in the accept loop, one at a time.
+    Basic,
+    /// `forkserver`: a child process per connection.
+    Fork,
+    /// `threadserver`: a thread of its own per connection, from a cache of
+    /// idle threads (so that a new connection rarely pays for a new thread).
+    Thread,
+    /// `poolserver`: `--num-threads` workers fed by a work queue.
+    Pool,
+}
+
+impl Mode {
+    pub fn program_name(self) -> &'static str {
+        match self {
+            Mode::Basic => "httpserver",
+            Mode::Fork => "forkserver",
+            Mode::Thread => "threadserver",
+            Mode::Pool => "poolserver",
+        }
+    }
+}
 
 /// The directory served in files mode (`--files DIR`), canonicalised.
 /// Unset in proxy mode.
@@ -23,12 +46,12 @@ pub static server_proxy_port: OnceLock<u16> = OnceLock::new();
 pub static server_port: OnceLock<u16> = OnceLock::new();
 /// The size of poolserver's worker pool (`--num-threads N`).
 pub static num_threads: OnceLock<usize> = OnceLock::new();
-/// The knobs the skeleton does not have: logging and timeouts.
-pub static server_options: OnceLock<Options> = OnceLock::new();
+/// The knobs the skeleton does not have: logging, timeouts, limits.
+pub static server_settings: OnceLock<Settings> = OnceLock::new();
 
 /// Settings beyond the skeleton's globals.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Options {
+pub struct Settings {
     /// `--quiet`: no line per connection.
     pub quiet: bool,
     /// `--request-timeout SECS`: how long a client may take to send its request head.
@@ -42,17 +65,18 @@ pub struct Options {
     /// finished sending on, with no byte either way for this long, is closed.
     /// `None` (0 on the command line) waits for the other side forever.
     pub half_close_timeout: Option<Duration>,
-    /// `--max-connections N`: forkserver and threadserver refuse connections
-    /// beyond this many at once.
+    /// `--max-connections N`: forkserver, threadserver and poolserver refuse
+    /// connections beyond this many at once (poolserver counts those queued
+    /// and those being served).
     pub max_connections: usize,
     /// `--shutdown-timeout SECS`: after SIGINT or SIGTERM, how long open
     /// connections may take to finish before the server exits.
     pub shutdown_timeout: Duration,
 }
 
-impl Default for Options {
-    fn default() -> Options {
-        Options {
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
             quiet: false,
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
@@ -79,7 +103,7 @@ pub struct Config {
     pub port: u16,
     pub target: Target,
     pub num_threads: Option<usize>,
-    pub options: Options,
+    pub settings: Settings,
 }
 
 /// What the command line asks for.
@@ -106,7 +130,8 @@ const VALUED_OPTIONS: [&str; 10] = [
     "shutdown-timeout",
 ];
 
-fn options() -> getopts::Options {
+/// The flags the command line takes, for getopts.
+fn command_line() -> getopts::Options {
     let mut opts = getopts::Options::new();
     opts.optopt("", "files", "serve the files in DIR", "DIR")
         .optopt("", "proxy", "relay every connection to HOST (PORT defaults to 80)", "HOST[:PORT]")
@@ -129,7 +154,7 @@ fn options() -> getopts::Options {
         .optopt(
             "",
             "max-connections",
-            "forkserver, threadserver: most connections at once (default 4096)",
+            "fork, thread, poolserver: most connections at once (default 4096)",
             "N",
         )
         .optopt(
@@ -138,7 +163,7 @@ fn options() -> getopts::Options {
             "on SIGINT/SIGTERM, time open connections get to finish (default 5)",
             "SECS",
         )
-        .optflag("", "quiet", "do not log a line per connection")
+        .optflag("", "quiet", "do not log a line per connection or request")
         .optflag("h", "help", "print this help and exit");
     opts
 }
@@ -149,13 +174,13 @@ pub fn usage(mode: Mode) -> String {
     let brief = format!(
         "Usage: {prog} --files DIR [--port N] [options]\n       {prog} --proxy HOST[:PORT] [--port N] [options]"
     );
-    options().usage(&brief)
+    command_line().usage(&brief)
 }
 
 /// Parses the arguments after the program name. An `Err` is a one-line
 /// message naming what is wrong.
 pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
-    let matches = options().parse(args).map_err(|e| e.to_string())?;
+    let matches = command_line().parse(args).map_err(|e| e.to_string())?;
     if matches.opt_present("help") {
         return Ok(Command::Help);
     }
@@ -187,27 +212,27 @@ pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
         (None, None) => return Err("give either --files DIR or --proxy HOST[:PORT]".into()),
         (Some(_), Some(_)) => return Err("give either --files or --proxy, not both".into()),
     };
-    let mut options = Options { quiet: matches.opt_present("quiet"), ..Options::default() };
+    let mut settings = Settings { quiet: matches.opt_present("quiet"), ..Settings::default() };
     if let Some(s) = matches.opt_str("request-timeout") {
-        options.request_timeout = parse_seconds("--request-timeout", &s, 1)?;
+        settings.request_timeout = parse_seconds("--request-timeout", &s, 1)?;
     }
     if let Some(s) = matches.opt_str("connect-timeout") {
-        options.connect_timeout = parse_seconds("--connect-timeout", &s, 1)?;
+        settings.connect_timeout = parse_seconds("--connect-timeout", &s, 1)?;
     }
     if let Some(s) = matches.opt_str("idle-timeout") {
-        options.idle_timeout = Some(parse_seconds("--idle-timeout", &s, 0)?).filter(|d| !d.is_zero());
+        settings.idle_timeout = Some(parse_seconds("--idle-timeout", &s, 0)?).filter(|d| !d.is_zero());
     }
     if let Some(s) = matches.opt_str("max-connections") {
-        options.max_connections = parse_number::<usize>("--max-connections", &s, 1, 1 << 20)?;
+        settings.max_connections = parse_number::<usize>("--max-connections", &s, 1, 1 << 20)?;
     }
     if let Some(s) = matches.opt_str("shutdown-timeout") {
-        options.shutdown_timeout = parse_seconds("--shutdown-timeout", &s, 0)?;
+        settings.shutdown_timeout = parse_seconds("--shutdown-timeout", &s, 0)?;
     }
     if let Some(s) = matches.opt_str("half-close-timeout") {
-        options.half_close_timeout =
+        settings.half_close_timeout =
             Some(parse_seconds("--half-close-timeout", &s, 0)?).filter(|d| !d.is_zero());
     }
-    Ok(Command::Run(Config { port, target, num_threads: threads, options }))
+    Ok(Command::Run(Config { port, target, num_threads: threads, settings }))
 }
 
 /// A decimal number in `min..=max`; anything else is an error naming `flag`.
@@ -281,7 +306,7 @@ pub fn install(config: Config) {
             let _ = server_proxy_port.set(port);
         }
     }
-    let _ = server_options.set(config.options);
+    let _ = server_settings.set(config.settings);
 }
 
 /// The served directory, in files mode.
@@ -295,9 +320,9 @@ pub fn proxy_upstream() -> Option<(&'static str, u16)> {
     Some((host.as_str(), server_proxy_port.get().copied().unwrap_or(DEFAULT_PROXY_PORT)))
 }
 
-/// The options in force (the defaults, before `install`).
-pub fn opts() -> &'static Options {
-    server_options.get_or_init(Options::default)
+/// The settings in force (the defaults, before `install`).
+pub fn settings() -> &'static Settings {
+    server_settings.get_or_init(Settings::default)
 }
 
 #[cfg(test)]
@@ -321,7 +346,7 @@ mod tests {
         assert_eq!(c.port, 8000);
         assert_eq!(c.target, Target::Files(PathBuf::from("/")));
         assert_eq!(c.num_threads, None);
-        assert!(!c.options.quiet);
+        assert!(!c.settings.quiet);
     }
 
     #[test]
@@ -329,7 +354,7 @@ mod tests {
         let c = run(Mode::Basic, "--proxy example.com --port 0 --quiet");
         assert_eq!(c.target, Target::Proxy { host: "example.com".into(), port: 80 });
         assert_eq!(c.port, 0);
-        assert!(c.options.quiet);
+        assert!(c.settings.quiet);
     }
 
     #[test]
@@ -372,10 +397,10 @@ mod tests {
     #[test]
     fn timeouts() {
         let c = run(Mode::Thread, "--proxy h --idle-timeout 0 --half-close-timeout 7 --connect-timeout 2");
-        assert_eq!(c.options.idle_timeout, None);
-        assert_eq!(c.options.half_close_timeout, Some(Duration::from_secs(7)));
-        assert_eq!(c.options.connect_timeout, Duration::from_secs(2));
-        let d = run(Mode::Thread, "--proxy h").options;
+        assert_eq!(c.settings.idle_timeout, None);
+        assert_eq!(c.settings.half_close_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(c.settings.connect_timeout, Duration::from_secs(2));
+        let d = run(Mode::Thread, "--proxy h").settings;
         assert_eq!(d.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(d.half_close_timeout, Some(Duration::from_secs(30)));
         for bad in ["--connect-timeout 0", "--idle-timeout -1", "--request-timeout x", "--idle-timeout 86401"]

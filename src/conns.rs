@@ -1,14 +1,29 @@
-//! The count of connections in progress. It enforces `--max-connections` and
-//! lets a shutdown wait for open connections to finish.
+//! Accepted connections, and the count of those in progress. The count
+//! enforces `--max-connections` and lets a shutdown wait for open
+//! connections to finish.
 //!
 //! Each accepted connection holds a [`Slot`]; dropping the slot gives it
 //! back, so a connection is released exactly once however its handler ends
 //! (normally, by an error, or by a panic that unwinds). In forkserver the
-//! parent hands the slot to the child, and the reaper gives it back when the
-//! child is reaped.
+//! parent hands the slot over before it forks, and the reaper gives it back
+//! when the child is reaped.
 
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
+
+use crate::sync;
+use crate::sys::Socket;
+
+/// An accepted client connection, and its place in the count of open
+/// connections (none if it is being refused for want of room, or if a
+/// forked child serves it).
+#[derive(Debug)]
+pub struct Connection {
+    pub sock: Socket,
+    pub peer: SocketAddr,
+    pub slot: Option<Slot>,
+}
 
 /// A number of open connections, and a signal when it changes.
 #[derive(Debug)]
@@ -28,7 +43,7 @@ pub struct Slot {
 }
 
 impl ConnCount {
-    pub const fn new() -> ConnCount {
+    const fn new() -> ConnCount {
         ConnCount { open: Mutex::new(0), changed: Condvar::new() }
     }
 
@@ -62,7 +77,7 @@ impl ConnCount {
     pub fn wait_for_any(&self) {
         let mut open = self.lock();
         while *open == 0 {
-            open = self.changed.wait(open).unwrap_or_else(PoisonError::into_inner);
+            open = sync::wait(&self.changed, open);
         }
     }
 
@@ -75,27 +90,30 @@ impl ConnCount {
             if left.is_zero() {
                 return false;
             }
-            open = self.changed.wait_timeout(open, left).unwrap_or_else(PoisonError::into_inner).0;
+            open = sync::wait_timeout(&self.changed, open, left).0;
         }
         true
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
-        // The count is one integer, changed in one step: never left half-updated.
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        sync::lock(&self.open)
     }
-}
 
-impl Default for ConnCount {
-    fn default() -> Self {
-        ConnCount::new()
+    /// Holds the count's lock, as another thread of the server may at any
+    /// moment: for the fork-safety test.
+    #[cfg(test)]
+    pub fn hold_lock(&self) -> MutexGuard<'_, usize> {
+        self.lock()
     }
 }
 
 impl Slot {
-    /// forkserver: the child now owns this connection, so the parent must
-    /// not release it when its copy goes away; the reaper releases it with
-    /// [`ConnCount::release_child`] when the child has exited.
+    /// forkserver, just before the fork: a child will own this connection,
+    /// so the slot is no longer released when dropped; the reaper releases
+    /// it with [`ConnCount::release_child`] once the child has been reaped
+    /// (or the parent does, if the fork fails). Done before the fork, so the
+    /// child has no `Slot` whose drop would take the count's lock, which
+    /// another thread of the parent may hold at the fork (see `sys::fork`).
     pub fn hand_to_child(self) {
         std::mem::forget(self);
     }

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::modes::Connection;
+use crate::conns::Connection;
 use crate::request::{self, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
 use crate::sys::Socket;
@@ -75,7 +75,7 @@ pub fn handle_files_request(conn: Connection) {
 /// Reads and parses the request head. Only GET and HEAD are served; any
 /// other method is a 405.
 fn read_request(sock: &Socket) -> Incoming {
-    let head = match request::read_head(sock, config::opts().request_timeout) {
+    let head = match request::read_head(sock, config::settings().request_timeout) {
         Ok(head) => head,
         Err(bad) => return Incoming { received: bad.received, request: Err(bad.status), all_read: false },
     };

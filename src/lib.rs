@@ -25,9 +25,10 @@ pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod sync;
 pub mod sys;
 pub mod threads;
 pub mod wq;
 
-pub use modes::Mode;
+pub use config::Mode;
 pub use server::main;

@@ -1,29 +1,68 @@
 //! The server's log lines. Informational lines go to stdout and are silenced
-//! by `--quiet`; errors go to stderr. A log line that cannot be written (a
-//! closed or full pipe) is dropped: logging never takes the server down.
+//! by `--quiet`; errors go to stderr.
+//!
+//! Each line is formatted first and then written with one `write(2)`
+//! ([`sys::write_std`]), taking no lock. So a forked child can log whatever
+//! the parent's threads were doing at the fork, and lines from many threads
+//! and processes never interleave. A line that cannot be written (a closed
+//! or full pipe) is dropped: logging never takes the server down.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
+use std::panic;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config;
+use crate::sys::{self, StdStream};
 
-/// Logs a per-connection line on stdout, unless `--quiet`.
+/// `--quiet`, as `main` set it.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silences [`info`] lines. `main` calls it once, before serving.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Logs a per-connection or per-request line on stdout, unless `--quiet`.
 pub fn info(args: fmt::Arguments) {
-    if !config::opts().quiet {
-        let _ = writeln!(io::stdout(), "{args}");
+    if !QUIET.load(Ordering::Relaxed) {
+        line(StdStream::Stdout, args);
     }
 }
 
 /// Logs a line on stdout whatever `--quiet` says (startup, shutdown).
 pub fn always(args: fmt::Arguments) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{args}");
-    let _ = out.flush();
+    line(StdStream::Stdout, args);
 }
 
 /// Logs an error on stderr.
 pub fn error(args: fmt::Arguments) {
-    let _ = writeln!(io::stderr(), "{args}");
+    line(StdStream::Stderr, args);
+}
+
+fn line(stream: StdStream, args: fmt::Arguments) {
+    let mut text = fmt::format(args);
+    text.push('\n');
+    let _ = sys::write_std(stream, text.as_bytes());
+}
+
+/// Replaces std's printer of panic messages, which locks stderr (and, with
+/// `RUST_BACKTRACE`, a lock of its own): a forked child that panics must not
+/// wait for a lock held by a thread that does not exist in it. The message
+/// becomes one error line, written like every other. `main` installs it
+/// before any thread starts.
+pub fn install_panic_hook() {
+    panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        match info.location() {
+            Some(at) => error(format_args!("panicked at {at}: {message}")),
+            None => error(format_args!("panicked: {message}")),
+        }
+    }));
 }
 
 /// An error's text for a message: the OS's words without std's

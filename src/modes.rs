@@ -11,139 +11,131 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::conns::{Slot, OPEN_CONNECTIONS};
+use crate::config::{self, Mode};
+use crate::conns::{Connection, OPEN_CONNECTIONS};
 use crate::response::{self, Status};
 use crate::sys::{self, Forked, Socket};
 use crate::wq::{self, WorkQueue};
-use crate::{config, files, log, proxy, threads};
+use crate::{log, threads};
 
-/// The concurrency model, one per executable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `httpserver`: each connection is handled in the accept loop, one at a time.
-    Basic,
-    /// `forkserver`: a child process per connection.
-    Fork,
-    /// `threadserver`: a new thread per connection.
-    Thread,
-    /// `poolserver`: `--num-threads` workers fed by a work queue.
-    Pool,
-}
+/// What runs on each connection: `handle_files_request` or
+/// `handle_proxy_request`, chosen once at startup, as the skeleton's
+/// `request_handler` pointer is.
+pub type RequestHandler = fn(Connection);
 
-impl Mode {
-    pub fn program_name(self) -> &'static str {
-        match self {
-            Mode::Basic => "httpserver",
-            Mode::Fork => "forkserver",
-            Mode::Thread => "threadserver",
-            Mode::Pool => "poolserver",
-        }
-    }
-}
-
-/// An accepted client connection, and its place in the count of open
-/// connections (none if it is being refused for want of room).
-#[derive(Debug)]
-pub struct Connection {
-    pub sock: Socket,
-    pub peer: SocketAddr,
-    pub slot: Option<Slot>,
-}
-
-/// How the accept loop hands off a connection: the mode, with what it needs.
-pub enum Dispatch {
-    Basic,
-    Fork { refuser: Refuser },
-    Thread { refuser: Refuser },
-    Pool(Arc<WorkQueue<Connection>>),
+/// How the accept loop hands off a connection: the mode, the handler, and
+/// what the mode needs.
+pub struct Dispatch {
+    mode: Mode,
+    handler: RequestHandler,
+    refuser: Refuser,
+    /// poolserver's work queue; its workers run `handler`.
+    queue: Option<Arc<WorkQueue<Connection>>>,
 }
 
 impl Dispatch {
     /// Prepares `mode`: poolserver's workers, forkserver's reaper, and the
-    /// thread that refuses connections. All exist before the first accept.
-    pub fn new(mode: Mode) -> io::Result<Dispatch> {
-        Ok(match mode {
-            Mode::Basic => Dispatch::Basic,
-            Mode::Fork => {
-                start_reaper()?;
-                Dispatch::Fork { refuser: Refuser::new()? }
-            }
-            Mode::Thread => Dispatch::Thread { refuser: Refuser::new()? },
-            Mode::Pool => Dispatch::Pool(start_pool(config::num_threads.get().copied().unwrap_or(1))?),
-        })
+    /// thread that answers refused connections with 503 (files mode). All
+    /// exist before the first accept.
+    pub fn new(mode: Mode, handler: RequestHandler, answer_refusals: bool) -> io::Result<Dispatch> {
+        let queue = match mode {
+            Mode::Pool => Some(init_thread_pool(config::num_threads.get().copied().unwrap_or(1), handler)?),
+            _ => None,
+        };
+        if mode == Mode::Fork {
+            start_reaper()?;
+        }
+        let refuser = Refuser::new(answer_refusals && mode != Mode::Basic)?;
+        Ok(Dispatch { mode, handler, refuser, queue })
     }
 
     /// The most connections this mode serves at once, if it has a limit.
+    /// The basic server has one at a time; poolserver counts the queued.
     fn max_connections(&self) -> Option<usize> {
-        match self {
-            Dispatch::Fork { .. } | Dispatch::Thread { .. } => Some(config::opts().max_connections),
-            Dispatch::Basic | Dispatch::Pool(_) => None,
-        }
+        (self.mode != Mode::Basic).then(|| config::settings().max_connections)
     }
 
     /// Hands `sock` to its handler, the way this mode does.
     pub fn dispatch(&self, listener: &Socket, sock: Socket, peer: SocketAddr) {
         let Some(slot) = OPEN_CONNECTIONS.try_acquire(self.max_connections()) else {
-            let conn = Connection { sock, peer, slot: None };
-            if let Dispatch::Fork { refuser } | Dispatch::Thread { refuser } = self {
-                refuser.refuse(conn, "too many connections");
-            }
+            self.refuser.refuse(Connection { sock, peer, slot: None }, "too many connections");
             return;
         };
         let conn = Connection { sock, peer, slot: Some(slot) };
-        match self {
-            Dispatch::Basic => handle_connection(conn),
-            Dispatch::Thread { refuser } => {
-                if let Err((conn, e)) = threads::run(conn, handle_connection) {
-                    refuser.refuse(conn, &format!("no thread: {}", log::describe(&e)));
+        match (self.mode, &self.queue) {
+            (Mode::Pool, Some(queue)) => wq::wq_push(queue, conn),
+            (Mode::Thread, _) => {
+                if let Err(((conn, _), e)) = threads::run((conn, self.handler), serve_connection) {
+                    self.refuser.refuse(conn, &format!("no thread: {}", log::describe(&e)));
                 }
             }
-            Dispatch::Pool(queue) => wq::wq_push(queue, conn),
-            Dispatch::Fork { refuser } => fork_handler(listener, conn, refuser),
+            (Mode::Fork, _) => {
+                fork_handler(listener, conn, &self.refuser, self.handler);
+            }
+            _ => serve_connection((conn, self.handler)),
         }
     }
 }
 
-/// Runs the handler of the configured mode (files or proxy) on `conn`. A
-/// panic is contained to this connection: its fds close and its slot is
-/// released as it unwinds, and the process goes on.
-pub fn handle_connection(conn: Connection) {
-    let handler = if config::files_root().is_some() {
-        files::handle_files_request
-    } else {
-        proxy::handle_proxy_request
-    };
-    run_guarded(conn, handler);
-}
-
-/// Runs `handler` on `conn`, catching a panic. Unwinding drops the
-/// connection, which closes its fds and releases its slot.
-fn run_guarded(conn: Connection, handler: fn(Connection)) {
+/// Runs `handler` on `conn`. A panic is contained to this connection:
+/// unwinding drops the connection, which closes its fds and releases its
+/// slot, and the process goes on.
+fn serve_connection((conn, handler): (Connection, RequestHandler)) {
     let peer = conn.peer;
     if panic::catch_unwind(AssertUnwindSafe(move || handler(conn))).is_err() {
         log::error(format_args!("handler for {peer} panicked; connection closed"));
     }
 }
 
-/// forkserver: a child process handles the connection and exits; the parent
-/// closes its copy. The child's slot is released by the reaper.
-fn fork_handler(listener: &Socket, conn: Connection, refuser: &Refuser) {
-    match sys::fork() {
+/// forkserver: a child process serves the connection and exits; the parent
+/// closes its copy and goes back to accept. The reaper releases the
+/// connection's slot once the child has been reaped.
+///
+/// The child must take no lock that another thread of the parent may hold
+/// at the fork (the reaper, the signal thread, the refuser); see `sys::fork`.
+/// So everything the child's path reaches is lock-free there: the slot is
+/// handed over before the fork, so the child holds none to release; the
+/// log writes each line with one `write(2)`; the thread cache is switched
+/// off; a panic is printed by the log's hook, not std's; the configuration
+/// globals are read without locking once set; and the child leaves through
+/// `_exit`. What is left is glibc's own (malloc, starting threads), which
+/// glibc makes safe after fork.
+/// Returns the child's pid, in the parent.
+#[allow(unsafe_code)]
+fn fork_handler(
+    listener: &Socket,
+    conn: Connection,
+    refuser: &Refuser,
+    handler: RequestHandler,
+) -> Option<sys::Pid> {
+    let Connection { sock, peer, slot } = conn;
+    let counted = slot.is_some();
+    if let Some(slot) = slot {
+        slot.hand_to_child();
+    }
+    let conn = Connection { sock, peer, slot: None };
+    // SAFETY: the child's path takes no lock another thread may hold, as
+    // this function's doc lists, and it leaves through `sys::exit_child`.
+    match unsafe { sys::fork() } {
         Ok(Forked::Child) => {
+            threads::forget_idle_in_child();
             sys::close_inherited(listener);
             let _ = sys::terminate_with_parent();
             let _ = sys::mask_shutdown_signals(false);
-            handle_connection(conn);
+            serve_connection((conn, handler));
             sys::exit_child(0);
         }
-        Ok(Forked::Parent) => {
-            let Connection { sock, slot, .. } = conn;
-            drop(sock);
-            if let Some(slot) = slot {
-                slot.hand_to_child();
-            }
+        Ok(Forked::Parent(pid)) => {
+            drop(conn);
+            Some(pid)
         }
-        Err(e) => refuser.refuse(conn, &format!("no process: {}", log::describe(&e))),
+        Err(e) => {
+            if counted {
+                OPEN_CONNECTIONS.release_child();
+            }
+            refuser.refuse(conn, &format!("no process: {}", log::describe(&e)));
+            None
+        }
     }
 }
 
@@ -165,9 +157,9 @@ fn start_reaper() -> io::Result<()> {
     Ok(())
 }
 
-/// poolserver: starts `n` workers, each popping connections off the queue
-/// forever.
-fn start_pool(n: usize) -> io::Result<Arc<WorkQueue<Connection>>> {
+/// Skeleton: `init_thread_pool`. poolserver starts `n` workers, each popping
+/// connections off the work queue (`wq_pop`) and serving them, forever.
+fn init_thread_pool(n: usize, handler: RequestHandler) -> io::Result<Arc<WorkQueue<Connection>>> {
     let queue = Arc::new(wq::wq_init());
     for i in 0..n {
         let queue = Arc::clone(&queue);
@@ -175,7 +167,7 @@ fn start_pool(n: usize) -> io::Result<Arc<WorkQueue<Connection>>> {
             .name(format!("worker-{i}"))
             .stack_size(threads::STACK)
             .spawn(move || loop {
-                handle_connection(wq::wq_pop(&queue));
+                serve_connection((wq::wq_pop(&queue), handler));
             })
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("start worker {i} of {n}: {}", log::describe(&e)))
@@ -196,8 +188,8 @@ pub struct Refuser {
 const REFUSALS_QUEUED: usize = 64;
 
 impl Refuser {
-    fn new() -> io::Result<Refuser> {
-        if config::files_root().is_none() {
+    fn new(answer_503: bool) -> io::Result<Refuser> {
+        if !answer_503 {
             return Ok(Refuser { queue: None });
         }
         let (queue, refused) = mpsc::sync_channel::<Connection>(REFUSALS_QUEUED);
@@ -223,15 +215,83 @@ impl Refuser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{self, Read};
+    use std::net::TcpStream;
+    use std::sync::mpsc;
+    use std::time::Instant;
 
     #[test]
     fn a_panicking_handler_is_contained_and_its_fds_closed() {
         let sock = Socket::listen_any(0, 8).unwrap();
         let port = sock.local_addr().unwrap().port();
         let conn = Connection { sock, peer: "127.0.0.1:1".parse().unwrap(), slot: None };
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-        run_guarded(conn, |_conn| panic!("a handler bug"));
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        serve_connection((conn, |_conn| panic!("a handler bug")));
         // The socket was closed as the panic unwound: nothing listens there now.
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+
+    /// What a handler does that could take a lock: it logs, runs a job on a
+    /// thread of its own and waits for it, answers, and then panics, so that
+    /// the panic is printed and its connection and slot are dropped.
+    fn busy_child_handler(conn: Connection) {
+        log::info(format_args!("a forked child serves {}", conn.peer));
+        let (done, job_ran) = mpsc::channel();
+        let job = |done: mpsc::Sender<()>| {
+            let _ = done.send(());
+        };
+        let ran = threads::run(done, job).is_ok() && job_ran.recv().is_ok();
+        let answer: &[u8] = if ran { b"served; the job ran\n" } else { b"served; no job\n" };
+        let _ = conn.sock.write_all(answer);
+        panic!("the child's handler panics after answering");
+    }
+
+    /// forkserver's child takes no lock that another thread held at the fork.
+    /// A thread holds every lock the child's path could reach (the connection
+    /// count, std's stdout and stderr, the thread cache) from before the fork
+    /// until the child is gone. The child must still answer, log, run a job
+    /// on a second thread, panic, and exit.
+    #[test]
+    fn a_forked_child_takes_no_lock_another_thread_holds() {
+        log::install_panic_hook();
+        let listener = Socket::listen_any(0, 8).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (sock, peer) = listener.accept().unwrap();
+        let conn = Connection { sock, peer, slot: Some(OPEN_CONNECTIONS.try_acquire(None).unwrap()) };
+
+        let (held, all_held) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let holder = thread::spawn(move || {
+            let _count = OPEN_CONNECTIONS.hold_lock();
+            let _stdout = io::stdout().lock();
+            let _stderr = io::stderr().lock();
+            let _idle = threads::hold_idle_lock();
+            held.send(()).unwrap();
+            let _ = released.recv();
+        });
+        all_held.recv().unwrap();
+        let child =
+            fork_handler(&listener, conn, &Refuser { queue: None }, busy_child_handler).expect("fork");
+
+        let mut answer = Vec::new();
+        let read = client.read_to_end(&mut answer);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut exited = false;
+        while !exited && Instant::now() < deadline {
+            exited = sys::try_reap(child).unwrap_or(true);
+            thread::sleep(Duration::from_millis(5));
+        }
+        if !exited {
+            sys::kill(child);
+            while !sys::try_reap(child).unwrap_or(true) {}
+        }
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        OPEN_CONNECTIONS.release_child();
+        assert!(exited, "the child did not exit within 10 s: it waits for a lock it will never get");
+        assert!(read.is_ok(), "the child's answer did not end: {read:?}");
+        assert_eq!(String::from_utf8_lossy(&answer), "served; the job ran\n");
     }
 }

@@ -9,8 +9,16 @@
 //! How a connection ends:
 //! - End of stream in one direction is a half-close: it is passed on with
 //!   `shutdown(SHUT_WR)` and the other direction keeps flowing.
-//! - An error in either direction (a reset, EPIPE, a timeout) ends both:
-//!   `shutdown(SHUT_RDWR)` on both sockets wakes the other thread.
+//! - An abort is passed on as an abort, never as an end of stream. When one
+//!   side resets the connection, or a read or write on it fails, the other
+//!   side is reset too ([`Socket::abort`]: the kernel sends RST at once and
+//!   wakes the thread blocked on it). So a client that reads to end of
+//!   stream can never take a cut-short response for a whole one. The one
+//!   exception: if everything the aborting side sent was already passed on
+//!   and ended cleanly, the other side has lost nothing and is closed
+//!   normally.
+//! - A timeout (idle, or half-closed and idle) resets both sides: the relay
+//!   gives up on streams it cannot finish.
 //! - Both sockets are owned by the shared [`Relay`] and are closed once,
 //!   when the last thread lets go of it, after both loops have returned.
 //!
@@ -22,14 +30,14 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::modes::Connection;
+use crate::conns::Connection;
 use crate::response::{self, Status};
 use crate::sys::{self, Socket};
-use crate::{config, log, request, threads};
+use crate::{config, log, request, sync, threads};
 
 /// Each direction blocks in read() on a buffer this size on its own stack,
 /// left uninitialised: an idle connection holds no heap buffer, and only
@@ -45,28 +53,45 @@ const HEAD_BEFORE_502: Duration = Duration::from_secs(2);
 
 /// How a relayed connection ended: the first thing that happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
+pub enum Outcome {
     ClientClosed,
     UpstreamClosed,
-    ClientError(String),
-    UpstreamError(String),
+    /// The client reset the connection, or a read or write on it failed.
+    ClientAborted(String),
+    /// The upstream reset the connection, or a read or write on it failed.
+    UpstreamAborted(String),
     IdleTimeout,
     HalfCloseTimeout,
     BadGateway(String),
     NoThread,
 }
 
-impl std::fmt::Display for End {
+impl Outcome {
+    fn is_abort(&self) -> bool {
+        !matches!(self, Outcome::ClientClosed | Outcome::UpstreamClosed)
+    }
+
+    /// The side whose failure ended the connection, if it was one side's.
+    fn aborting_side(&self) -> Option<Side> {
+        match self {
+            Outcome::ClientAborted(_) => Some(Side::Client),
+            Outcome::UpstreamAborted(_) => Some(Side::Upstream),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            End::ClientClosed => f.write_str("client closed"),
-            End::UpstreamClosed => f.write_str("upstream closed"),
-            End::ClientError(e) => write!(f, "client error ({e})"),
-            End::UpstreamError(e) => write!(f, "upstream error ({e})"),
-            End::IdleTimeout => f.write_str("idle timeout"),
-            End::HalfCloseTimeout => f.write_str("half-close timeout"),
-            End::BadGateway(why) => write!(f, "502 ({why})"),
-            End::NoThread => f.write_str("no thread for the second direction"),
+            Outcome::ClientClosed => f.write_str("client closed"),
+            Outcome::UpstreamClosed => f.write_str("upstream closed"),
+            Outcome::ClientAborted(e) => write!(f, "client aborted ({e})"),
+            Outcome::UpstreamAborted(e) => write!(f, "upstream aborted ({e})"),
+            Outcome::IdleTimeout => f.write_str("idle timeout"),
+            Outcome::HalfCloseTimeout => f.write_str("half-close timeout"),
+            Outcome::BadGateway(why) => write!(f, "502 ({why})"),
+            Outcome::NoThread => f.write_str("no thread for the second direction"),
         }
     }
 }
@@ -75,18 +100,18 @@ impl std::fmt::Display for End {
 /// answers 502 if no address of the upstream accepts a connection.
 pub fn handle_proxy_request(conn: Connection) {
     let Some((host, port)) = config::proxy_upstream() else { return };
-    let opts = config::opts();
+    let settings = config::settings();
     let started = Instant::now();
     let _ = conn.sock.set_nodelay(true);
-    let (upstream, upstream_addr) = match connect_upstream(host, port, opts.connect_timeout) {
+    let (upstream, upstream_addr) = match connect_upstream(host, port, settings.connect_timeout) {
         Ok(connected) => connected,
         Err(e) => {
             bad_gateway(&conn.sock, host, port, &e);
-            log_end(conn.peer, (host, port, None), 0, 0, started, &End::BadGateway(e.to_string()));
+            log_end(conn.peer, (host, port, None), 0, 0, started, &Outcome::BadGateway(e.to_string()));
             return;
         }
     };
-    let relay = Arc::new(Relay::new(conn.sock, upstream, opts.idle_timeout, opts.half_close_timeout));
+    let relay = Arc::new(Relay::new(conn.sock, upstream, settings.idle_timeout, settings.half_close_timeout));
     let (up, down, end) = relay_both_ways(relay);
     log_end(conn.peer, (host, port, Some(upstream_addr)), up, down, started, &end);
 }
@@ -137,7 +162,7 @@ fn log_end(
     up: u64,
     down: u64,
     started: Instant,
-    end: &End,
+    end: &Outcome,
 ) {
     let (host, port, addr) = upstream;
     let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
@@ -151,16 +176,41 @@ fn log_end(
 /// Runs both directions: the second on a thread of its own (from the thread
 /// cache), the first on this one. Returns the bytes each way and how the
 /// connection ended, once both directions are done.
-fn relay_both_ways(relay: Arc<Relay>) -> (u64, u64, End) {
+fn relay_both_ways(relay: Arc<Relay>) -> (u64, u64, Outcome) {
     let second = threads::run(Arc::clone(&relay), |relay| pump(&relay, Direction::UpstreamToClient));
     if second.is_err() {
-        relay.abort(End::NoThread);
-        return (0, 0, End::NoThread);
+        relay.abort(Outcome::NoThread);
+        return (0, 0, Outcome::NoThread);
     }
     pump(&relay, Direction::ClientToUpstream);
     relay.wait_until_both_done();
     let bytes = |dir: Direction| relay.bytes[dir as usize].load(Ordering::Relaxed);
-    (bytes(Direction::ClientToUpstream), bytes(Direction::UpstreamToClient), relay.how_ended())
+    (bytes(Direction::ClientToUpstream), bytes(Direction::UpstreamToClient), relay.outcome())
+}
+
+/// One end of a relayed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Upstream,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+
+    /// The outcome of a connection whose first event was a failed read or
+    /// write on this side.
+    fn aborted(self, e: &io::Error) -> Outcome {
+        match self {
+            Side::Client => Outcome::ClientAborted(log::describe(e)),
+            Side::Upstream => Outcome::UpstreamAborted(log::describe(e)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,27 +220,27 @@ enum Direction {
 }
 
 impl Direction {
-    /// The end of a connection whose first event was this direction's end of stream.
-    fn closed(self) -> End {
-        match self {
-            Direction::ClientToUpstream => End::ClientClosed,
-            Direction::UpstreamToClient => End::UpstreamClosed,
+    /// The direction that carries what `side` sends.
+    fn sent_by(side: Side) -> Direction {
+        match side {
+            Side::Client => Direction::ClientToUpstream,
+            Side::Upstream => Direction::UpstreamToClient,
         }
     }
 
-    /// The end of a connection whose first event was a failed read in this direction.
-    fn reader_failed(self, e: &io::Error) -> End {
+    /// The side this direction reads from.
+    fn source(self) -> Side {
         match self {
-            Direction::ClientToUpstream => End::ClientError(log::describe(e)),
-            Direction::UpstreamToClient => End::UpstreamError(log::describe(e)),
+            Direction::ClientToUpstream => Side::Client,
+            Direction::UpstreamToClient => Side::Upstream,
         }
     }
 
-    /// The end of a connection whose first event was a failed write in this direction.
-    fn writer_failed(self, e: &io::Error) -> End {
-        match self {
-            Direction::ClientToUpstream => End::UpstreamError(log::describe(e)),
-            Direction::UpstreamToClient => End::ClientError(log::describe(e)),
+    /// The outcome of a connection whose first event was this direction's end of stream.
+    fn closed(self) -> Outcome {
+        match self.source() {
+            Side::Client => Outcome::ClientClosed,
+            Side::Upstream => Outcome::UpstreamClosed,
         }
     }
 }
@@ -205,9 +255,14 @@ struct Relay {
     last_activity_ms: AtomicU64,
     idle_timeout: Option<Duration>,
     half_close_timeout: Option<Duration>,
-    /// How the connection ended: the first clean close, unless an abort
-    /// (an error or a timeout) came after it. Later events are consequences.
-    ended: Mutex<Option<End>>,
+    /// How the connection ended: the first clean close, unless an abort came
+    /// after it. Later events are consequences.
+    outcome: Mutex<Option<Outcome>>,
+    /// Set by the first abort; no end of stream counts as clean after it.
+    aborted: AtomicBool,
+    /// Per direction: its end of stream was passed on, so the side it writes
+    /// to has received everything the other side sent, and a clean end.
+    passed_on: [AtomicBool; 2],
     /// How many directions are done, and a signal when one is.
     finished: Mutex<u8>,
     finished_cv: Condvar,
@@ -229,19 +284,25 @@ impl Relay {
             last_activity_ms: AtomicU64::new(0),
             idle_timeout: idle,
             half_close_timeout: half_close,
-            ended: Mutex::new(None),
+            outcome: Mutex::new(None),
+            aborted: AtomicBool::new(false),
+            passed_on: [AtomicBool::new(false), AtomicBool::new(false)],
             finished: Mutex::new(0),
             finished_cv: Condvar::new(),
             bytes: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
-    /// The socket read from and the socket written to, in `dir`.
-    fn ends(&self, dir: Direction) -> (&Socket, &Socket) {
-        match dir {
-            Direction::ClientToUpstream => (&self.client, &self.upstream),
-            Direction::UpstreamToClient => (&self.upstream, &self.client),
+    fn socket(&self, side: Side) -> &Socket {
+        match side {
+            Side::Client => &self.client,
+            Side::Upstream => &self.upstream,
         }
+    }
+
+    /// The socket `dir` reads from and the socket it writes to.
+    fn reader_and_writer(&self, dir: Direction) -> (&Socket, &Socket) {
+        (self.socket(dir.source()), self.socket(dir.source().other()))
     }
 
     fn touch(&self) {
@@ -264,35 +325,51 @@ impl Relay {
         }
     }
 
-    /// Records a clean end of stream, unless the end is already known.
-    fn end(&self, how: End) {
-        self.ended.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(how);
+    /// Records the clean end of stream of `dir`, unless the outcome is known already.
+    fn record_clean_close(&self, dir: Direction) {
+        sync::lock(&self.outcome).get_or_insert(dir.closed());
     }
 
     /// How the connection ended, once both directions are done.
-    fn how_ended(&self) -> End {
-        self.ended.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(End::ClientClosed)
+    fn outcome(&self) -> Outcome {
+        sync::lock(&self.outcome).clone().unwrap_or(Outcome::ClientClosed)
     }
 
-    /// Ends the connection at once: `shutdown(SHUT_RDWR)` on both sockets
-    /// wakes whichever thread is blocked on either of them. The cause
-    /// replaces a clean close recorded before it, but not an earlier abort.
-    fn abort(&self, how: End) {
+    /// Ends the connection at once, because of `cause`. The first abort
+    /// resets both sides ([`Socket::abort`]), which also wakes any thread
+    /// blocked on either socket. It spares the side that has received all
+    /// the aborting side sent and a clean end of stream: that side has lost
+    /// nothing, and is closed normally. Later aborts are its consequences.
+    fn abort(&self, cause: Outcome) {
         {
-            let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
-            if matches!(*ended, None | Some(End::ClientClosed | End::UpstreamClosed)) {
-                *ended = Some(how);
+            let mut outcome = sync::lock(&self.outcome);
+            if !outcome.as_ref().is_some_and(Outcome::is_abort) {
+                *outcome = Some(cause.clone());
             }
         }
-        let _ = self.client.shutdown(Shutdown::Both);
-        let _ = self.upstream.shutdown(Shutdown::Both);
+        if self.aborted.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let spared = cause
+            .aborting_side()
+            .filter(|&side| self.passed_on[Direction::sent_by(side) as usize].load(Ordering::SeqCst))
+            .map(Side::other);
+        for side in [Side::Client, Side::Upstream] {
+            if Some(side) != spared {
+                let _ = self.socket(side).abort();
+            }
+        }
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
     }
 
     /// Marks one direction done. After a clean end of stream, the thread
     /// stays to watch the other direction: if the half-closed connection
     /// carries no byte for the grace period, it is aborted.
     fn direction_done(&self, watch_other: bool) {
-        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut finished = sync::lock(&self.finished);
         *finished += 1;
         self.finished_cv.notify_all();
         let Some(grace) = self.half_close_timeout.filter(|_| watch_other) else { return };
@@ -300,22 +377,18 @@ impl Relay {
             let idle = self.idle_for();
             if idle >= grace {
                 drop(finished);
-                self.abort(End::HalfCloseTimeout);
+                self.abort(Outcome::HalfCloseTimeout);
                 return;
             }
-            finished = self
-                .finished_cv
-                .wait_timeout(finished, grace - idle)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            finished = sync::wait_timeout(&self.finished_cv, finished, grace - idle).0;
         }
     }
 
     /// Blocks until both directions are done.
     fn wait_until_both_done(&self) {
-        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut finished = sync::lock(&self.finished);
         while *finished < 2 {
-            finished = self.finished_cv.wait(finished).unwrap_or_else(PoisonError::into_inner);
+            finished = sync::wait(&self.finished_cv, finished);
         }
     }
 }
@@ -329,9 +402,10 @@ enum Stop {
 }
 
 /// Copies one direction until end of stream or an error, then passes the
-/// end on, records the bytes copied, and marks the direction done.
+/// end on (a half-close, or an abort), records the bytes copied, and marks
+/// the direction done.
 fn pump(relay: &Relay, dir: Direction) {
-    let (from, to) = relay.ends(dir);
+    let (from, to) = relay.reader_and_writer(dir);
     let mut small = [MaybeUninit::<u8>::uninit(); SMALL_BUF];
     let mut large: Vec<u8> = Vec::new();
     let mut copied = 0u64;
@@ -368,20 +442,24 @@ fn pump(relay: &Relay, dir: Direction) {
         }
     };
     relay.bytes[dir as usize].store(copied, Ordering::Relaxed);
-    match stop {
-        Stop::Eof => {
-            relay.end(dir.closed());
-            let _ = to.shutdown(Shutdown::Write);
+    let cause = match stop {
+        Stop::Eof if !relay.is_aborted() => {
+            relay.record_clean_close(dir);
+            if to.shutdown(Shutdown::Write).is_ok() {
+                relay.passed_on[dir as usize].store(true, Ordering::SeqCst);
+            }
             relay.direction_done(true);
+            return;
         }
-        failed => {
-            relay.abort(match failed {
-                Stop::ReadFailed(e) => dir.reader_failed(&e),
-                Stop::WriteFailed(e) if e.kind() == io::ErrorKind::WouldBlock => End::IdleTimeout,
-                Stop::WriteFailed(e) => dir.writer_failed(&e),
-                Stop::Idle | Stop::Eof => End::IdleTimeout,
-            });
-            relay.direction_done(false);
-        }
+        // The other direction aborted the connection while this one ended.
+        Stop::Eof => None,
+        Stop::ReadFailed(e) => Some(dir.source().aborted(&e)),
+        Stop::WriteFailed(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Outcome::IdleTimeout),
+        Stop::WriteFailed(e) => Some(dir.source().other().aborted(&e)),
+        Stop::Idle => Some(Outcome::IdleTimeout),
+    };
+    if let Some(cause) = cause {
+        relay.abort(cause);
     }
+    relay.direction_done(false);
 }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::{self, Command};
+use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
-use crate::log;
-use crate::modes::{Dispatch, Mode};
+use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
+use crate::{files, log, proxy};
 
 const BACKLOG: i32 = 1024;
 
@@ -30,6 +30,8 @@ pub fn main(mode: Mode) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(cfg)) => {
+            log::set_quiet(cfg.settings.quiet);
+            log::install_panic_hook();
             config::install(cfg);
             match run(mode) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -52,7 +54,11 @@ fn run(mode: Mode) -> io::Result<()> {
     // Blocked in every thread from here on; only the signal thread takes them.
     sys::mask_shutdown_signals(true)?;
     sys::ignore_sigpipe()?;
-    let dispatch = Dispatch::new(mode)?;
+    // The skeleton's `request_handler`: chosen once, from the mode of serving.
+    let files_mode = config::files_root().is_some();
+    let request_handler: RequestHandler =
+        if files_mode { files::handle_files_request } else { proxy::handle_proxy_request };
+    let dispatch = Dispatch::new(mode, request_handler, files_mode)?;
     let port = config::server_port.get().copied().unwrap_or(config::DEFAULT_PORT);
     let listener = Socket::listen_any(port, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on port {port}: {}", log::describe(&e))))?;
@@ -77,7 +83,7 @@ fn start_signal_thread(listener: Arc<Socket>) -> io::Result<thread::JoinHandle<(
         }
         STOPPING.store(true, Ordering::SeqCst);
         let _ = listener.shutdown(Shutdown::Both);
-        let grace = config::opts().shutdown_timeout;
+        let grace = config::settings().shutdown_timeout;
         let open = OPEN_CONNECTIONS.open();
         if open > 0 {
             log::always(format_args!(

@@ -151,6 +151,21 @@ impl Socket {
         cvt(unsafe { libc::shutdown(self.raw(), how) }).map(drop)
     }
 
+    /// Corresponds to `connect(2)` with `AF_UNSPEC`, which dissolves a TCP
+    /// connection at once: the kernel sends the peer a reset (RST), drops
+    /// what is queued either way, and wakes every thread blocked on the
+    /// socket with an error. Unlike `SO_LINGER` 0 and `close()`, it leaves
+    /// the fd open, so it is safe while another thread is blocked on it; the
+    /// owner closes it later. Unlike `shutdown()`, it sends no FIN first, so
+    /// the peer cannot mistake the abort for an end of stream.
+    pub fn abort(&self) -> io::Result<()> {
+        // SAFETY: sockaddr is plain old data; all zeroes is AF_UNSPEC with no address.
+        let unspec: libc::sockaddr = unsafe { mem::zeroed() };
+        let len = mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+        // SAFETY: `unspec` is a valid sockaddr of `len` bytes for the call's duration.
+        cvt(unsafe { libc::connect(self.raw(), &unspec, len) }).map(drop)
+    }
+
     /// Sets `SO_RCVTIMEO`: a blocking read fails with `WouldBlock` after `timeout`.
     /// `None` waits forever.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
@@ -192,22 +207,6 @@ impl Socket {
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
         self.raw()
-    }
-}
-
-impl io::Read for &Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Socket::read(self, buf)
-    }
-}
-
-impl io::Write for &Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Socket::write(self, buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -412,19 +411,34 @@ pub fn ignore_sigpipe() -> io::Result<()> {
     cvt(unsafe { libc::sigaction(libc::SIGPIPE, &action, ptr::null_mut()) }).map(drop)
 }
 
+/// A process id.
+pub type Pid = libc::pid_t;
+
 /// What `fork` returned, in the process that sees it.
 pub enum Forked {
     Child,
-    Parent,
+    Parent(Pid),
 }
 
-/// Corresponds to `fork(2)`. The child starts with only the calling thread;
-/// it must leave through [`exit_child`].
-pub fn fork() -> io::Result<Forked> {
-    // SAFETY: the child only runs the connection handler and then calls _exit().
+/// Corresponds to `fork(2)`. The child starts with one thread, the caller,
+/// and a copy of the parent's whole memory, every lock included.
+///
+/// # Safety
+///
+/// A lock that another thread of the parent held at the moment of the fork
+/// stays held in the child forever: its owner does not exist there. So the
+/// child must not take any lock that another thread of the parent may hold:
+/// not the server's own (the connection count, the thread cache), not std's
+/// (stdout, stderr, the environment, the panic machinery's), not any other.
+/// What the child may rely on is what glibc makes safe after `fork`:
+/// `malloc`, and starting threads. It must leave through [`exit_child`],
+/// never by returning or `exit()`, which would run the parent's destructors
+/// and exit handlers.
+pub unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller upholds the child's rules in this function's `# Safety`.
     match cvt(unsafe { libc::fork() })? {
         0 => Ok(Forked::Child),
-        _ => Ok(Forked::Parent),
+        pid => Ok(Forked::Parent(pid)),
     }
 }
 
@@ -447,6 +461,45 @@ pub fn wait_any_child() -> io::Result<bool> {
         Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Corresponds to `waitpid(pid, &status, WNOHANG)`: reaps `pid` if it has
+/// exited. `Ok(false)` while it still runs.
+#[cfg(test)]
+pub fn try_reap(pid: Pid) -> io::Result<bool> {
+    let mut status = 0;
+    // SAFETY: `status` is writable; waitpid() takes no other pointers.
+    cvt_r(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) }).map(|reaped| reaped == pid)
+}
+
+/// Corresponds to `kill(pid, SIGKILL)`.
+#[cfg(test)]
+pub fn kill(pid: Pid) {
+    // SAFETY: kill() takes no pointers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// The standard streams the log writes to.
+#[derive(Debug, Clone, Copy)]
+pub enum StdStream {
+    Stdout = 1,
+    Stderr = 2,
+}
+
+/// Corresponds to `write(2)` on fd 1 or 2, looping over short writes and
+/// EINTR. It takes no lock, so a forked child may call it whatever the
+/// parent's threads were doing; and a line of up to `PIPE_BUF` (4096) bytes
+/// reaches a pipe in one piece, never interleaved with another writer's.
+pub fn write_std(stream: StdStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes; fds 1 and 2 are not owned by Rust.
+        let n = cvt_r(|| unsafe { libc::write(stream as libc::c_int, buf.as_ptr().cast(), buf.len()) })?;
+        match n {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => buf = &buf[n as usize..],
+        }
+    }
+    Ok(())
 }
 
 /// Corresponds to `prctl(PR_SET_PDEATHSIG, SIGTERM)`: a forked child is sent

@@ -6,13 +6,18 @@
 //! threadserver runs each connection's handler this way, and the relay runs
 //! its second direction this way in every mode.
 //!
-//! forkserver's parent never uses the cache, so a forked child starts with
-//! an empty one (fork copies only the forking thread).
+//! A forked child does not use the cache: the idle threads on its list are
+//! the parent's, which do not exist in the child, and the list's lock may
+//! have been held by one of them at the fork. After [`forget_idle_in_child`]
+//! every job gets a new thread, which exits when the job is done.
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
+
+use crate::sync::{self, lock};
 
 /// How long a finished thread waits for another job before it exits.
 const IDLE_LIFETIME: Duration = Duration::from_secs(1);
@@ -34,11 +39,21 @@ struct Mailbox {
 /// can reach the end of their lifetime and exit).
 static IDLE: Mutex<Vec<Arc<Mailbox>>> = Mutex::new(Vec::new());
 
+/// Set in a forked child: no cache, a new thread per job.
+static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Called first thing in a forked child: from here on, [`run`] never looks
+/// at the parent's idle list (see the module's doc).
+pub fn forget_idle_in_child() {
+    IN_FORKED_CHILD.store(true, Ordering::SeqCst);
+}
+
 /// Runs `f(item)` on a thread of its own: an idle one, or a new one. If no
 /// thread can be made, `item` comes back with the error, so the caller can
 /// still answer the client.
 pub fn run<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
-    let idle = lock(&IDLE).pop();
+    let in_child = IN_FORKED_CHILD.load(Ordering::SeqCst);
+    let idle = if in_child { None } else { lock(&IDLE).pop() };
     if let Some(mailbox) = idle {
         *lock(&mailbox.job) = Some(Box::new(move || f(item)));
         mailbox.arrived.notify_one();
@@ -54,7 +69,9 @@ pub fn run<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
         if let Some(item) = first {
             f(item);
         }
-        serve_jobs();
+        if !in_child {
+            serve_jobs();
+        }
     });
     match spawned {
         Ok(_) => Ok(()),
@@ -86,10 +103,9 @@ fn wait_for_job(mailbox: &Arc<Mailbox>) -> Option<Job> {
         if let Some(j) = job.take() {
             return Some(j);
         }
-        let (guard, timeout) =
-            mailbox.arrived.wait_timeout(job, IDLE_LIFETIME).unwrap_or_else(PoisonError::into_inner);
+        let (guard, timed_out) = sync::wait_timeout(&mailbox.arrived, job, IDLE_LIFETIME);
         job = guard;
-        if timeout.timed_out() && job.is_none() {
+        if timed_out && job.is_none() {
             // Leave, unless a caller has just taken this thread off the list:
             // then its job is on the way, and must be waited for.
             let mut idle = lock(&IDLE);
@@ -101,9 +117,11 @@ fn wait_for_job(mailbox: &Arc<Mailbox>) -> Option<Job> {
     }
 }
 
-/// Jobs run outside every lock, so no lock is ever poisoned mid-change.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// Holds the idle list's lock, as another thread of the server may at any
+/// moment: for the fork-safety test.
+#[cfg(test)]
+pub fn hold_idle_lock() -> impl Sized {
+    lock(&IDLE)
 }
 
 #[cfg(test)]

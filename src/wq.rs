@@ -3,7 +3,9 @@
 //! `wq_pop` blocks while the queue is empty.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex};
+
+use crate::sync;
 
 /// A FIFO shared by one producer (the accept loop) and the pool's workers.
 pub struct WorkQueue<T> {
@@ -18,26 +20,25 @@ pub fn wq_init<T>() -> WorkQueue<T> {
 
 /// Appends `item` and wakes one waiting worker.
 pub fn wq_push<T>(wq: &WorkQueue<T>, item: T) {
-    // A worker that panicked while holding the lock cannot have left the
-    // queue half-changed (push and pop are single calls), so poison is ignored.
-    wq.items.lock().unwrap_or_else(PoisonError::into_inner).push_back(item);
+    sync::lock(&wq.items).push_back(item);
     wq.not_empty.notify_one();
 }
 
 /// Removes the oldest item, waiting while the queue is empty.
 pub fn wq_pop<T>(wq: &WorkQueue<T>) -> T {
-    let mut items = wq.items.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut items = sync::lock(&wq.items);
     loop {
         if let Some(item) = items.pop_front() {
             return item;
         }
-        items = wq.not_empty.wait(items).unwrap_or_else(PoisonError::into_inner);
+        items = sync::wait(&wq.not_empty, items);
     }
 }
 
 /// How many items wait in the queue.
-pub fn wq_len<T>(wq: &WorkQueue<T>) -> usize {
-    wq.items.lock().unwrap_or_else(PoisonError::into_inner).len()
+#[cfg(test)]
+fn wq_len<T>(wq: &WorkQueue<T>) -> usize {
+    sync::lock(&wq.items).len()
 }
 
 #[cfg(test)]

@@ -227,3 +227,76 @@ fn max_connections_is_counted_and_released_exactly() {
         relay.stdout_lines().iter().any(|l| l.ends_with(": too many connections"))
     });
 }
+
+/// Raises this process's soft limit on fds to its hard limit, and returns it.
+fn raise_fd_limit() -> libc::rlim_t {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a writable rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `limit` is an initialised rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    limit.rlim_cur
+}
+
+/// poolserver's queue is bounded: `--max-connections` counts the queued and
+/// the served. 10,000 idle connections against 2 workers and a limit of 100:
+/// the rest are refused (503, or just closed once the refuser is busy), the
+/// server's fds stay within the limit plus a small constant, and once the
+/// idle connections leave it serves again.
+#[test]
+fn poolserver_queues_no_more_than_max_connections() {
+    const CLIENTS: usize = 10_000;
+    const MAX: usize = 100;
+    // Refused connections waiting for their 503 (the refuser's queue, and the
+    // one it is answering), and the server's own fds: listener, std streams.
+    const SLACK: usize = 64 + 1 + 16;
+    let limit = raise_fd_limit();
+    assert!(
+        limit > CLIENTS as libc::rlim_t + 500,
+        "this test needs {} fds; the hard limit is {limit}",
+        CLIENTS + 500
+    );
+    let dir = site("poolbound");
+    let args = ["--files", dir.str(), "--quiet", "--num-threads", "2", "--max-connections", "100"];
+    let server = Server::start("poolserver", &[&args[..], &["--request-timeout", "120"]].concat());
+    let base = server.fd_count();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    let mut peak = base;
+    for i in 0..CLIENTS {
+        clients.push(TcpStream::connect(server.addr()).unwrap());
+        if i % 250 == 0 {
+            peak = peak.max(server.fd_count());
+        }
+    }
+    for _ in 0..20 {
+        peak = peak.max(server.fd_count());
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(peak <= base + MAX + SLACK, "the server held {peak} fds (base {base}, limit {MAX})");
+    // The last client was refused: it got a 503, or a plain close, and no wait.
+    let last = clients.last_mut().unwrap();
+    last.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    last.read_to_end(&mut answer).expect("the refused client's connection to end");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.0 503 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(clients);
+    served_again(&server);
+
+    // Proxy mode refuses by closing.
+    let origin = Origin::start(origins::silent);
+    let relay = Server::start(
+        "poolserver",
+        &["--proxy", &origin.proxy_arg(), "--quiet", "--num-threads", "2", "--max-connections", "10"],
+    );
+    let held: Vec<TcpStream> = (0..10).map(|_| common::connect(relay.addr())).collect();
+    let mut refused = common::connect(relay.addr());
+    let mut got = Vec::new();
+    refused.read_to_end(&mut got).expect("the eleventh connection to be closed");
+    assert!(got.is_empty(), "the eleventh proxied connection got {got:?}");
+    drop(held);
+}

@@ -256,8 +256,9 @@ fn an_origin_reset_mid_response_ends_the_client_promptly() {
         stream.write_all(request("/reset").as_bytes()).unwrap();
         let t = Instant::now();
         let mut got = Vec::new();
-        let _ = stream.read_to_end(&mut got); // EOF or a reset: either ends it
+        let end = stream.read_to_end(&mut got);
         assert!(t.elapsed() < Duration::from_secs(2), "{name}: the end took {:?}", t.elapsed());
+        assert_eq!(end.map_err(|e| e.kind()).err(), Some(ErrorKind::ConnectionReset), "{name}: not a reset");
         assert!(got.len() < 1_000_000, "{name}: the body cannot have arrived whole");
     }
 }
@@ -303,14 +304,16 @@ fn fds_and_threads_return_to_their_baseline_after_500_connections() {
     }
 }
 
-/// Reads until end of stream or an error, and returns how long that took.
-fn time_until_closed(stream: &mut TcpStream) -> Duration {
+/// Reads until the proxy gives up on the connection, which it must do with
+/// a reset (a timeout is an abort, never an end of stream), and returns how
+/// long that took.
+fn time_until_reset(stream: &mut TcpStream) -> Duration {
     let t = Instant::now();
     let mut sink = Vec::new();
     match stream.read_to_end(&mut sink) {
-        Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("expected the proxy to close the connection, got {e}"),
+        Ok(n) => panic!("the proxy ended the stream cleanly after {n} bytes; a timeout must reset it"),
+        Err(e) => panic!("expected the proxy to reset the connection, got {e}"),
     }
     t.elapsed()
 }
@@ -321,7 +324,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
         let origin = Origin::start(origins::silent);
         let relay = Server::start(name, &["--proxy", &origin.proxy_arg(), "--idle-timeout", "1"]);
         let mut stream = common::connect(relay.addr());
-        let took = time_until_closed(&mut stream);
+        let took = time_until_reset(&mut stream);
         assert!(took >= Duration::from_millis(900), "{name}: closed after only {took:?}");
         eventually("the idle-timeout log line", || {
             relay.stdout_lines().iter().any(|l| l.ends_with("idle timeout"))
@@ -352,7 +355,7 @@ fn a_half_closed_connection_with_no_traffic_is_closed_after_the_grace_period() {
         let mut stream = common::connect(relay.addr());
         stream.write_all(request("/never-answered").as_bytes()).unwrap();
         stream.shutdown(Shutdown::Write).unwrap();
-        let took = time_until_closed(&mut stream);
+        let took = time_until_reset(&mut stream);
         assert!(took >= Duration::from_millis(900), "{name}: closed after only {took:?}");
         assert!(took < Duration::from_secs(30), "{name}: the grace period did not fire");
         eventually("the half-close log line", || {
