@@ -4,9 +4,15 @@ SERVERS := httpserver forkserver threadserver poolserver
 
 .PHONY: all test browser clean run demo bench answers
 
-all:
+SOURCES := Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+
+all: $(SERVERS)
+
+# Each server is rebuilt when any source has changed since it was built.
+# cargo builds all four at once; each rule copies its own.
+$(SERVERS): $(SOURCES)
 	$(CARGO) build --release --bins
-	@for s in $(SERVERS); do cp -f target/release/$$s $$s; done
+	cp -f target/release/$@ $@
 
 # The whole suite: unit tests and the integration tests under tests/,
 # the browser test among them.

@@ -5,7 +5,7 @@ Everything runs on 127.0.0.1 against one nginx origin. Each metric is taken
 for every target in turn, over several interleaved rounds, and the median is
 reported. Results go to bench/RESULTS.md and bench/ratios.svg.
 
-Usage: bench/bench.py [--rounds N] [--quick]
+Usage: bench/bench.py [--rounds N]
 """
 import argparse
 import datetime

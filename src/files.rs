@@ -49,8 +49,10 @@ pub fn handle_files_request(conn: Connection) {
     let head_only = request::is_head_request(&incoming.received);
     let mut sent = Sent { status: Status::Ok, body_bytes: 0 };
     let result = match incoming.request.and_then(|req| resolve(root, &req)) {
-        Ok(Resource::File(path)) => send_file(sock, &path, head_only, &mut sent),
-        Ok(Resource::Listing { dir, segments }) => send_listing(sock, &dir, &segments, head_only, &mut sent),
+        Ok(Resource::File(path)) => serve_file(sock, &path, head_only, &mut sent),
+        Ok(Resource::Listing { dir, segments }) => {
+            serve_directory(sock, &dir, &segments, head_only, &mut sent)
+        }
         Err(status) => send_status(sock, status, head_only, &mut sent),
     };
     let cut_short = match &result {
@@ -88,7 +90,8 @@ fn read_request(sock: &Socket) -> Incoming {
     Incoming { received: head.bytes, request, all_read }
 }
 
-/// Maps the request target to something under `root`. The path is decoded
+/// Maps the request target to something under `root`: a file, a directory's
+/// `index.html` (the skeleton's `http_format_index`), or a directory to list. The path is decoded
 /// and stripped of `.` and `..` first; then the real path (symlinks
 /// followed) must still lie under `root`, or the answer is 403.
 fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
@@ -136,10 +139,10 @@ fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) 
     Ok(())
 }
 
-/// `200 OK` with the file's type and length, then its bytes in chunks (none
-/// for HEAD). If the file changes size meanwhile, no more than the announced
+/// Skeleton: `serve_file`. `200 OK` with the file's type and length, then
+/// its bytes in chunks (none for HEAD). If the file changes size meanwhile, no more than the announced
 /// length is sent.
-fn send_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> io::Result<()> {
+fn serve_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => return send_status(sock, status_for(&e), head_only, sent),
@@ -169,8 +172,9 @@ fn send_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> io
     }
 }
 
-/// `200 OK` with an HTML page that links to the parent and to each entry.
-fn send_listing(
+/// Skeleton: `serve_directory`. `200 OK` with an HTML page that links to the
+/// parent and to each entry.
+fn serve_directory(
     sock: &Socket,
     dir: &Path,
     segments: &[OsString],
@@ -188,7 +192,8 @@ fn send_listing(
     Ok(())
 }
 
-/// The listing of the directory at `segments`, as the skeleton writes it: a
+/// The listing of the directory at `segments` (the skeleton's `http_format_href`
+/// for each entry), as the skeleton writes it: a
 /// link to `../`, the parent directory, then one to each entry. The page's
 /// `<base>` is the directory itself with a trailing slash, so `../` leads to
 /// the parent whether or not the request ended in a slash (and from the root,

@@ -1,34 +1,74 @@
 //! httpserver: the CS162 hw-http server. One library behind four executables,
-//! one per concurrency mode of the homework (see [`server::Mode`]).
+//! one per concurrency mode of the homework.
 //!
-//! - [`config`]: the command line and the skeleton's write-once globals.
-//! - [`server`]: the listening socket, `serve_forever`, and shutting down.
-//! - [`modes`]: the four modes, and refusing what there is no room for.
-//! - [`conns`]: the count of open connections (`--max-connections`, shutdown).
-//! - [`wq`]: poolserver's work queue (`wq_push`, `wq_pop`).
-//! - [`threads`]: the cache of idle threads that connections run on.
-//! - [`files`]: files mode, `handle_files_request`.
-//! - [`proxy`]: proxy mode, `handle_proxy_request`: the two-thread relay.
-//! - [`request`] and [`response`]: reading requests, writing responses.
-//! - [`mime`]: content types.
-//! - [`sys`]: the libc calls, and the only `unsafe` in the crate.
+//! # The homework in this crate
+//!
+//! | homework part | file | function |
+//! |---|---|---|
+//! | 1. The server socket: bind, listen, accept (all four servers) | `src/server.rs` | `serve_forever` |
+//! | 2. GET requests for files | `src/files.rs` | `handle_files_request`, `serve_file` |
+//! | 3. GET requests for directories | `src/files.rs` | `serve_directory` |
+//! | 4. The proxy | `src/proxy.rs` | `handle_proxy_request` |
+//! | 5. forkserver | `src/modes.rs` | `fork_handler` |
+//! | 6. threadserver | `src/modes.rs`, `src/threads.rs` | `Dispatch::dispatch`, `threads::run` |
+//! | 7. poolserver | `src/modes.rs`, `src/wq.rs` | `init_thread_pool`, `wq_push`, `wq_pop` |
+//!
+//! | skeleton (C) | here (Rust) |
+//! |---|---|
+//! | `serve_forever` | `server::serve_forever` |
+//! | `request_handler` (a function pointer) | `modes::RequestHandler`, chosen once in `server::run` |
+//! | `handle_files_request` | `files::handle_files_request` |
+//! | `serve_file` | `files::serve_file` |
+//! | `serve_directory` | `files::serve_directory` |
+//! | `http_format_href`, `http_format_index` | `files::listing_page`, `files::resolve` |
+//! | `http_request_parse` | `request::read_head`, `request::parse_head` |
+//! | `http_start_response`, `http_send_header`, `http_end_headers` | `response::response_head` |
+//! | `http_get_response_message` | `response::Status::reason` |
+//! | `http_get_mime_type` | `mime::content_type` |
+//! | `handle_proxy_request` | `proxy::handle_proxy_request` |
+//! | `init_thread_pool` | `modes::init_thread_pool` |
+//! | `wq_init`, `wq_push`, `wq_pop` | `wq::wq_init`, `wq::wq_push`, `wq::wq_pop` |
+//! | `server_files_directory`, `server_proxy_hostname`, `server_proxy_port`, `server_port`, `num_threads` | the `OnceLock`s of the same names in `config` |
+//!
+//! threadserver gives each connection a thread of its own, but takes it from
+//! a cache of idle threads (`threads`) when there is one: creating a thread
+//! is most of the cost of a short connection.
+//!
+//! # Modules
+//!
+//! - `config`: the command line, the mode, and the skeleton's write-once globals.
+//! - `server`: the listening socket, `serve_forever`, and shutting down.
+//! - `modes`: the four modes, and refusing what there is no room for.
+//! - `conns`: accepted connections, and the count of those open.
+//! - `wq`: poolserver's work queue (`wq_push`, `wq_pop`).
+//! - `threads`: the cache of idle threads that connections run on.
+//! - `files`: files mode, `handle_files_request`.
+//! - `proxy`: proxy mode, `handle_proxy_request`: the two-thread relay.
+//! - `request` and `response`: reading requests, writing responses.
+//! - `mime`: content types.
+//! - `log`: log lines, written without locks.
+//! - `sync`: locking that outlives a panic.
+//! - `sys`: the libc calls, and the only `unsafe` in the crate but forkserver's one call of `fork`.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod config;
-pub mod conns;
-pub mod files;
+mod config;
+mod conns;
+mod files;
 #[cfg(test)]
 mod fuzz;
-pub mod log;
-pub mod mime;
-pub mod modes;
-pub mod proxy;
-pub mod request;
-pub mod response;
-pub mod server;
-pub mod sync;
-pub mod sys;
-pub mod threads;
-pub mod wq;
+mod log;
+mod mime;
+mod modes;
+mod proxy;
+mod request;
+mod response;
+mod server;
+mod sync;
+#[allow(unsafe_code)]
+mod sys;
+mod threads;
+mod wq;
 
 pub use config::Mode;
 pub use server::main;

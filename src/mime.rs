@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-/// The media type for `path`'s extension (case-insensitive); `text/plain`
+/// Skeleton: `http_get_mime_type`. The media type for `path`'s extension (case-insensitive); `text/plain`
 /// when the extension is unknown or missing.
 pub fn content_type(path: &Path) -> &'static str {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();

@@ -146,7 +146,8 @@ fn could_be_head(bytes: &[u8]) -> bool {
     controls_ok && crs_ok
 }
 
-/// Parses a head: `METHOD SP TARGET SP HTTP/x.y`, then `Name: value` lines.
+/// Skeleton: `http_request_parse` (with [`read_head`]). Parses a head:
+/// `METHOD SP TARGET SP HTTP/x.y`, then `Name: value` lines.
 /// A malformed head, or a target that does not start with `/`, is a 400.
 pub fn parse_head(head: &[u8]) -> Result<Request, Status> {
     let text = std::str::from_utf8(head).map_err(|_| Status::BadRequest)?;

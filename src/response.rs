@@ -36,6 +36,7 @@ impl Status {
         }
     }
 
+    /// Skeleton: `http_get_response_message`.
     pub fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
@@ -50,8 +51,10 @@ impl Status {
     }
 }
 
-/// The head of a response: `HTTP/1.0 <code> <reason>`, `Content-Type`,
-/// `Content-Length`, any `extra` headers, and the blank line.
+/// Skeleton: `http_start_response`, `http_send_header` and
+/// `http_end_headers`, as one string. The head of a response:
+/// `HTTP/1.0 <code> <reason>`, `Content-Type`, `Content-Length`, any `extra`
+/// headers, and the blank line.
 pub fn response_head(
     status: Status,
     content_type: &str,

@@ -105,15 +105,14 @@ fn recorded_facts(dom: &str) -> HashMap<String, String> {
     text.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-#[test]
-fn a_page_loads_through_each_kind_of_proxy_in_a_real_browser() {
-    let Some(chromium) = chromium() else { return };
-    let site = test_site();
-    let origin = Server::start("threadserver", &["--files", site.str(), "--quiet"]);
-    let upstream = format!("127.0.0.1:{}", origin.port);
-    for (name, extra) in
-        [("threadserver", &[][..]), ("poolserver", &["--num-threads", "8"][..]), ("forkserver", &[][..])]
-    {
+per_server! {
+    [threadserver, poolserver, forkserver]
+    fn a_page_loads_through_each_kind_of_proxy_in_a_real_browser(name) {
+        let Some(chromium) = chromium() else { return };
+        let site = test_site();
+        let origin = Server::start("threadserver", &["--files", site.str(), "--quiet"]);
+        let upstream = format!("127.0.0.1:{}", origin.port);
+        let extra: &[&str] = if name == "poolserver" { &["--num-threads", "8"] } else { &[] };
         let mut args = vec!["--proxy", &upstream, "--quiet"];
         args.extend_from_slice(extra);
         let proxy = Server::start(name, &args);

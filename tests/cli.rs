@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{Server, TempDir, SERVERS};
+use common::{Server, TempDir};
 
 fn run(name: &str, args: &[&str]) -> Output {
     Command::new(common::bin(name)).args(args).output().expect("run server")
@@ -24,9 +24,8 @@ fn assert_usage_error(name: &str, args: &[&str], problem: &str) {
     assert!(!stderr.contains("(os error"), "{name} {args:?}: std's error suffix in {first:?}");
 }
 
-#[test]
-fn help_prints_usage_on_stdout_and_exits_0() {
-    for name in SERVERS {
+per_server! {
+    fn help_prints_usage_on_stdout_and_exits_0(name) {
         let out = run(name, &["--help"]);
         assert_eq!(out.status.code(), Some(0), "{name}");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -38,11 +37,10 @@ fn help_prints_usage_on_stdout_and_exits_0() {
     }
 }
 
-#[test]
-fn every_kind_of_bad_input_exits_2_with_a_message_and_usage() {
-    let dir = TempDir::new("cli");
-    let d = dir.str();
-    for name in SERVERS {
+per_server! {
+    fn every_kind_of_bad_input_exits_2_with_a_message_and_usage(name) {
+        let dir = TempDir::new("cli");
+        let d = dir.str();
         let threads: &[&str] = if name == "poolserver" { &["--num-threads", "2"] } else { &[] };
         let with = |extra: &[&'static str]| -> Vec<&str> {
             let mut v: Vec<&str> = extra.to_vec();
@@ -67,16 +65,15 @@ fn every_kind_of_bad_input_exits_2_with_a_message_and_usage() {
         assert_usage_error(name, &with(&["--files", "/no/such/directory"]), "/no/such/directory");
         assert_usage_error(name, &with(&["--proxy", "localhost:http"]), "--proxy");
         assert_usage_error(name, &[&["--files", d, "stray"][..], threads].concat(), "stray");
+        assert_usage_error("poolserver", &["--files", d], "--num-threads");
     }
-    assert_usage_error("poolserver", &["--files", d], "--num-threads");
 }
 
-#[test]
-fn a_port_in_use_is_a_clear_error() {
-    let dir = TempDir::new("cli-port");
-    let first = Server::start("threadserver", &["--files", dir.str(), "--quiet"]);
-    let port = first.port.to_string();
-    for name in SERVERS {
+per_server! {
+    fn a_port_in_use_is_a_clear_error(name) {
+        let dir = TempDir::new("cli-port");
+        let first = Server::start("threadserver", &["--files", dir.str(), "--quiet"]);
+        let port = first.port.to_string();
         let mut args = vec!["--files", dir.str(), "--port", &port];
         if name == "poolserver" {
             args.extend(["--num-threads", "2"]);

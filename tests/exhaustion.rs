@@ -166,13 +166,13 @@ fn out_of_threads_a_proxied_connection_is_closed() {
     });
 }
 
-/// `--max-connections 5`: five connections are served at once, the sixth
-/// gets a 503 (files mode) or is closed (proxy mode), and each slot comes
-/// back when its connection ends: the limit is counted exactly.
-#[test]
-fn max_connections_is_counted_and_released_exactly() {
-    let dir = site("maxconn");
-    for name in ["threadserver", "forkserver"] {
+per_server! {
+    [threadserver, forkserver, poolserver]
+    /// `--max-connections 5`: five connections are served at once (poolserver:
+    /// its 4 workers and 1 queued), the sixth gets a 503, and each slot comes
+    /// back when its connection ends: the limit is counted exactly.
+    fn max_connections_is_counted_and_released_exactly(name) {
+        let dir = site("maxconn");
         let server = Server::start(name, &["--files", dir.str(), "--quiet", "--max-connections", "5"]);
         let base_threads = server.thread_count();
         // No connection in progress: no handler thread, no child process.
@@ -209,7 +209,11 @@ fn max_connections_is_counted_and_released_exactly() {
             }
         }
     }
+}
 
+/// A proxied connection over `--max-connections` is closed without a byte relayed.
+#[test]
+fn max_connections_closes_a_proxied_connection() {
     let origin = Origin::start(origins::echo);
     let relay = Server::start("threadserver", &["--proxy", &origin.proxy_arg(), "--max-connections", "5"]);
     let mut held: Vec<TcpStream> = (0..5).map(|_| common::connect(relay.addr())).collect();

@@ -239,7 +239,7 @@ per_server! {
     fn head_is_get_without_the_body(server) {
         with_site(server, |s| {
             let targets =
-                ["/hello.txt", "/big.bin", "/list/", "/list", "/site", "/", "/nope", "/%2e%2e/x", "/%zz", "x"];
+                ["/hello.txt", "/big.bin", "/list/", "/list", "/site", "/", "/nope", "/%2e%2e/x", "/%zz"];
             for target in targets {
                 let ask = |method: &str| {
                     exchange(s.addr(), format!("{method} {target} HTTP/1.0\r\n\r\n").as_bytes())

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::origins::{self, Origin};
-use common::{Response, Server, TempDir, SERVERS};
+use common::{Response, Server, TempDir};
 
 fn site() -> TempDir {
     let dir = TempDir::new("hostile");
@@ -18,13 +18,17 @@ fn site() -> TempDir {
     dir
 }
 
-/// A client that sends nothing, and one that sends its head a byte at a time,
-/// are both answered 408 and dropped when --request-timeout runs out; while
-/// they dawdle, other clients are served.
-#[test]
-fn slow_clients_are_dropped_at_the_request_timeout_while_others_are_served() {
-    let dir = site();
-    for (name, extra) in [("threadserver", &[][..]), ("poolserver", &["--num-threads", "4"][..])] {
+per_server! {
+    [threadserver, poolserver]
+    /// A client that sends nothing, and one that sends its head a byte at a time,
+    /// are both answered 408 and dropped when --request-timeout runs out; while
+    /// they dawdle, other clients are served.
+    fn slow_clients_are_dropped_at_the_request_timeout_while_others_are_served(name) {
+        let dir = site();
+        let extra: &[&str] = match name {
+            "poolserver" => &["--num-threads", "4"],
+            _ => &[],
+        };
         let mut args = vec!["--files", dir.str(), "--quiet", "--request-timeout", "1"];
         args.extend_from_slice(extra);
         let server = Server::start(name, &args);
@@ -106,28 +110,27 @@ fn a_stalled_reader_never_makes_the_server_buffer_without_bound() {
     }
 }
 
-/// Every kind of malformed or malicious request gets a 4xx, never a file
-/// from outside the root, and the server serves on afterwards.
-#[test]
-fn bad_requests_get_a_4xx_and_never_reach_outside_the_root() {
-    let dir = site();
-    symlink("/etc", dir.path().join("etc-link")).unwrap();
-    let many_headers: String = (0..10_000).map(|i| format!("X-Header-{i}: value\r\n")).collect();
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("binary garbage", (0..512u32).map(|i| (i * 37 % 256) as u8).collect()),
-        ("NUL bytes", b"GET /hello.txt\0 HTTP/1.0\r\n\r\n".to_vec()),
-        ("CR without LF", b"GET /hello.txt HTTP/1.0\r\r\r\r".to_vec()),
-        ("no path", b"GET HTTP/1.0\r\n\r\n".to_vec()),
-        ("10 000 headers", format!("GET /hello.txt HTTP/1.0\r\n{many_headers}\r\n").into_bytes()),
-        ("a 1 MB request line", format!("GET /{} HTTP/1.0\r\n\r\n", "a".repeat(1 << 20)).into_bytes()),
-        ("%00", b"GET /hello.txt%00.html HTTP/1.0\r\n\r\n".to_vec()),
-        ("%2e%2e", b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.0\r\n\r\n".to_vec()),
-        ("..%2f", b"GET /..%2f..%2fetc%2fpasswd HTTP/1.0\r\n\r\n".to_vec()),
-        ("backslashes", b"GET /..\\..\\etc\\passwd HTTP/1.0\r\n\r\n".to_vec()),
-        ("//etc/passwd", b"GET //etc/passwd HTTP/1.0\r\n\r\n".to_vec()),
-        ("an escaping symlink", b"GET /etc-link/passwd HTTP/1.0\r\n\r\n".to_vec()),
-    ];
-    for name in SERVERS {
+per_server! {
+    /// Every kind of malformed or malicious request gets a 4xx, never a file
+    /// from outside the root, and the server serves on afterwards.
+    fn bad_requests_get_a_4xx_and_never_reach_outside_the_root(name) {
+        let dir = site();
+        symlink("/etc", dir.path().join("etc-link")).unwrap();
+        let many_headers: String = (0..10_000).map(|i| format!("X-Header-{i}: value\r\n")).collect();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("binary garbage", (0..512u32).map(|i| (i * 37 % 256) as u8).collect()),
+            ("NUL bytes", b"GET /hello.txt\0 HTTP/1.0\r\n\r\n".to_vec()),
+            ("CR without LF", b"GET /hello.txt HTTP/1.0\r\r\r\r".to_vec()),
+            ("no path", b"GET HTTP/1.0\r\n\r\n".to_vec()),
+            ("10 000 headers", format!("GET /hello.txt HTTP/1.0\r\n{many_headers}\r\n").into_bytes()),
+            ("a 1 MB request line", format!("GET /{} HTTP/1.0\r\n\r\n", "a".repeat(1 << 20)).into_bytes()),
+            ("%00", b"GET /hello.txt%00.html HTTP/1.0\r\n\r\n".to_vec()),
+            ("%2e%2e", b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.0\r\n\r\n".to_vec()),
+            ("..%2f", b"GET /..%2f..%2fetc%2fpasswd HTTP/1.0\r\n\r\n".to_vec()),
+            ("backslashes", b"GET /..\\..\\etc\\passwd HTTP/1.0\r\n\r\n".to_vec()),
+            ("//etc/passwd", b"GET //etc/passwd HTTP/1.0\r\n\r\n".to_vec()),
+            ("an escaping symlink", b"GET /etc-link/passwd HTTP/1.0\r\n\r\n".to_vec()),
+        ];
         let server = Server::start(name, &["--files", dir.str(), "--quiet"]);
         for (what, raw) in &cases {
             let mut stream = common::connect(server.addr());

@@ -36,14 +36,16 @@ fn finish_and_read(stream: &mut TcpStream) -> Response {
     Response::parse(&common::read_to_close(stream))
 }
 
-/// fork, thread and pool serve 20 clients at the same time: all 20 are mid-
-/// request together, and the last one to connect is answered first.
-#[test]
-fn fork_thread_and_pool_serve_20_clients_at_once() {
-    let dir = site();
-    for (name, extra) in
-        [("forkserver", &[][..]), ("threadserver", &[][..]), ("poolserver", &["--num-threads", "20"][..])]
-    {
+per_server! {
+    [forkserver, threadserver, poolserver]
+    /// fork, thread and pool serve 20 clients at the same time: all 20 are mid-
+    /// request together, and the last one to connect is answered first.
+    fn fork_thread_and_pool_serve_20_clients_at_once(name) {
+        let dir = site();
+        let extra: &[&str] = match name {
+            "poolserver" => &["--num-threads", "20"],
+            _ => &[],
+        };
         let mut args = vec!["--files", dir.str(), "--quiet"];
         args.extend_from_slice(extra);
         let server = Server::start(name, &args);
@@ -123,11 +125,10 @@ fn forkserver_leaves_no_zombies() {
     eventually("forkserver's children to be gone", || common::children_of(server.pid()).is_empty());
 }
 
-/// SIGTERM and SIGINT close the listening socket and exit 0, in every mode.
-#[test]
-fn sigterm_and_sigint_exit_zero() {
-    let dir = site();
-    for name in common::SERVERS {
+per_server! {
+    /// SIGTERM and SIGINT close the listening socket and exit 0, in every mode.
+    fn sigterm_and_sigint_exit_zero(name) {
+        let dir = site();
         for signal in ["TERM", "INT"] {
             let mut server = Server::start(name, &["--files", dir.str(), "--quiet"]);
             common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");

@@ -13,10 +13,6 @@ use common::origins::{self, Origin};
 use common::sha256::{sha256, Sha256};
 use common::{eventually, read_response, Response, Server};
 
-/// The servers that relay a connection at a time each; forkserver is tested
-/// where a case does not need the parent to see the connection.
-const RELAYS: [&str; 3] = ["threadserver", "httpserver", "poolserver"];
-
 fn proxy(name: &str, origin: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--proxy", origin, "--quiet"];
     args.extend_from_slice(extra);
@@ -37,12 +33,11 @@ fn sha256_is_right() {
     );
 }
 
-#[test]
-fn a_get_through_the_proxy_returns_exactly_what_a_direct_get_returns() {
-    let www = Path::new(env!("CARGO_MANIFEST_DIR")).join("www");
-    let origin = Server::start("threadserver", &["--files", www.to_str().unwrap(), "--quiet"]);
-    let upstream = format!("localhost:{}", origin.port);
-    for name in common::SERVERS {
+per_server! {
+    fn a_get_through_the_proxy_returns_exactly_what_a_direct_get_returns(name) {
+        let www = Path::new(env!("CARGO_MANIFEST_DIR")).join("www");
+        let origin = Server::start("threadserver", &["--files", www.to_str().unwrap(), "--quiet"]);
+        let upstream = format!("localhost:{}", origin.port);
         let relay = proxy(name, &upstream, &[]);
         for path in [
             "/",
@@ -62,9 +57,8 @@ fn a_get_through_the_proxy_returns_exactly_what_a_direct_get_returns() {
     }
 }
 
-#[test]
-fn twenty_requests_share_one_client_and_one_upstream_connection() {
-    for name in common::SERVERS {
+per_server! {
+    fn twenty_requests_share_one_client_and_one_upstream_connection(name) {
         let origin = Origin::start(origins::http_keepalive);
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let stream = common::connect(relay.addr());
@@ -80,9 +74,8 @@ fn twenty_requests_share_one_client_and_one_upstream_connection() {
     }
 }
 
-#[test]
-fn ten_pipelined_requests_in_one_write_are_answered_in_order() {
-    for name in RELAYS {
+per_server! {
+    fn ten_pipelined_requests_in_one_write_are_answered_in_order(name) {
         let origin = Origin::start(origins::http_keepalive);
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let stream = common::connect(relay.addr());
@@ -95,10 +88,9 @@ fn ten_pipelined_requests_in_one_write_are_answered_in_order() {
     }
 }
 
-#[test]
-fn an_upstream_that_speaks_first_is_heard_without_a_request() {
-    const GREETING: &[u8] = b"220 origin ready\r\n";
-    for name in RELAYS {
+per_server! {
+    fn an_upstream_that_speaks_first_is_heard_without_a_request(name) {
+        const GREETING: &[u8] = b"220 origin ready\r\n";
         let origin = Origin::start(origins::greeter(GREETING));
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let mut stream = common::connect(relay.addr());
@@ -113,12 +105,11 @@ fn an_upstream_that_speaks_first_is_heard_without_a_request() {
     }
 }
 
-#[test]
-fn sixteen_mib_each_way_at_once_arrive_intact() {
-    const SIZE: usize = 16 << 20;
-    let data = common::random_bytes(SIZE, 16);
-    let sent_digest = sha256(&data);
-    for name in RELAYS {
+per_server! {
+    fn sixteen_mib_each_way_at_once_arrive_intact(name) {
+        const SIZE: usize = 16 << 20;
+        let data = common::random_bytes(SIZE, 16);
+        let sent_digest = sha256(&data);
         let origin = Origin::start(origins::echo);
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let stream = common::connect(relay.addr());
@@ -151,10 +142,10 @@ fn sixteen_mib_each_way_at_once_arrive_intact() {
     }
 }
 
-#[test]
-fn a_256_mib_download_arrives_byte_exact() {
-    const TOTAL: u64 = 256 << 20;
-    for name in ["threadserver", "poolserver"] {
+per_server! {
+    [threadserver, poolserver]
+    fn a_256_mib_download_arrives_byte_exact(name) {
+        const TOTAL: u64 = 256 << 20;
         let origin = Origin::start(origins::stream_pattern(TOTAL));
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let mut reader = BufReader::with_capacity(1 << 16, common::connect(relay.addr()));
@@ -177,9 +168,8 @@ fn a_256_mib_download_arrives_byte_exact() {
     }
 }
 
-#[test]
-fn the_origin_closing_reaches_the_client_within_a_second() {
-    for name in RELAYS {
+per_server! {
+    fn the_origin_closing_reaches_the_client_within_a_second(name) {
         let origin = Origin::start(origins::send_and_close(1000, 9));
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let mut stream = common::connect(relay.addr());
@@ -192,9 +182,8 @@ fn the_origin_closing_reaches_the_client_within_a_second() {
     }
 }
 
-#[test]
-fn the_client_closing_reaches_the_origin_within_a_second() {
-    for name in RELAYS {
+per_server! {
+    fn the_client_closing_reaches_the_origin_within_a_second(name) {
         let (eof_tx, eof_rx) = mpsc::channel();
         let origin = Origin::start(origins::echo_reporting_eof(eof_tx));
         let relay = proxy(name, &origin.proxy_arg(), &[]);
@@ -210,9 +199,8 @@ fn the_client_closing_reaches_the_origin_within_a_second() {
     }
 }
 
-#[test]
-fn a_client_that_half_closes_after_its_request_gets_the_whole_response() {
-    for name in common::SERVERS {
+per_server! {
+    fn a_client_that_half_closes_after_its_request_gets_the_whole_response(name) {
         let origin = Origin::start(origins::http_keepalive);
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let raw = common::send_and_half_close(relay.addr(), request("/half").as_bytes());
@@ -227,11 +215,11 @@ fn refused_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[test]
-fn an_unreachable_upstream_gets_502_and_the_server_lives_on() {
-    let refused = format!("127.0.0.1:{}", refused_port());
-    for (upstream, why) in [(refused.as_str(), "Connection refused"), ("nonexistent.invalid:80", "resolve")] {
-        for name in common::SERVERS {
+per_server! {
+    fn an_unreachable_upstream_gets_502_and_the_server_lives_on(name) {
+        let refused = format!("127.0.0.1:{}", refused_port());
+        let unreachable = [(refused.as_str(), "Connection refused"), ("nonexistent.invalid:80", "resolve")];
+        for (upstream, why) in unreachable {
             let relay = proxy(name, upstream, &[]);
             for attempt in 0..3 {
                 let r = Response::parse(&common::exchange(relay.addr(), request("/").as_bytes()));
@@ -240,16 +228,18 @@ fn an_unreachable_upstream_gets_502_and_the_server_lives_on() {
                 let page = r.text();
                 assert!(page.contains(upstream) && page.contains(why), "{name} #{attempt}: {page}");
             }
-            // A client that sends nothing at all gets its 502 too.
+            // A client that sends nothing at all gets its 502 too; a HEAD gets no body.
             let r = Response::parse(&common::send_and_half_close(relay.addr(), b""));
             r.assert_well_formed(502, "Bad Gateway");
+            let head = Response::parse(&common::exchange(relay.addr(), b"HEAD / HTTP/1.0\r\n\r\n"));
+            assert_eq!(head.code(), 502);
+            assert!(head.body.is_empty(), "{name}: a HEAD's 502 carried a body");
         }
     }
 }
 
-#[test]
-fn an_origin_reset_mid_response_ends_the_client_promptly() {
-    for name in RELAYS {
+per_server! {
+    fn an_origin_reset_mid_response_ends_the_client_promptly(name) {
         let origin = Origin::start(origins::reset_mid_response);
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let mut stream = common::connect(relay.addr());
@@ -277,9 +267,13 @@ fn a_hundred_keep_alive_clients_of_ten_requests_each() {
     assert_eq!(origin.connections(), 100);
 }
 
-#[test]
-fn fds_and_threads_return_to_their_baseline_after_500_connections() {
-    for (name, extra) in [("threadserver", &[][..]), ("poolserver", &["--num-threads", "8"][..])] {
+per_server! {
+    [threadserver, poolserver]
+    fn fds_and_threads_return_to_their_baseline_after_500_connections(name) {
+        let extra: &[&str] = match name {
+            "poolserver" => &["--num-threads", "8"],
+            _ => &[],
+        };
         let origin = Origin::start(origins::http_keepalive);
         let relay = proxy(name, &origin.proxy_arg(), extra);
         let fds = || relay.fd_count();
@@ -318,9 +312,8 @@ fn time_until_reset(stream: &mut TcpStream) -> Duration {
     t.elapsed()
 }
 
-#[test]
-fn an_idle_connection_is_closed_after_the_idle_timeout() {
-    for name in RELAYS {
+per_server! {
+    fn an_idle_connection_is_closed_after_the_idle_timeout(name) {
         let origin = Origin::start(origins::silent);
         let relay = Server::start(name, &["--proxy", &origin.proxy_arg(), "--idle-timeout", "1"]);
         let mut stream = common::connect(relay.addr());
@@ -346,9 +339,8 @@ fn a_long_one_way_stream_is_never_cut_by_the_idle_timeout() {
     eventually("the end log line", || relay.stdout_lines().iter().any(|l| l.contains("upstream closed")));
 }
 
-#[test]
-fn a_half_closed_connection_with_no_traffic_is_closed_after_the_grace_period() {
-    for name in RELAYS {
+per_server! {
+    fn a_half_closed_connection_with_no_traffic_is_closed_after_the_grace_period(name) {
         let origin = Origin::start(origins::silent);
         let args = ["--proxy", &origin.proxy_arg(), "--idle-timeout", "60", "--half-close-timeout", "1"];
         let relay = Server::start(name, &args);

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, TempDir, SERVERS};
+use common::{Server, TempDir};
 
 const SIZE: usize = 24 << 20;
 
@@ -28,11 +28,10 @@ fn start_download(server: &Server) -> (TcpStream, Vec<u8>) {
     (stream, got)
 }
 
-#[test]
-fn a_slow_download_completes_after_sigterm_and_then_the_server_exits_0() {
-    let dir = site();
-    let expected = common::random_bytes(SIZE, 42);
-    for name in SERVERS {
+per_server! {
+    fn a_slow_download_completes_after_sigterm_and_then_the_server_exits_0(name) {
+        let dir = site();
+        let expected = common::random_bytes(SIZE, 42);
         let mut server = Server::start(name, &["--files", dir.str(), "--quiet", "--shutdown-timeout", "10"]);
         let (mut stream, mut got) = start_download(&server);
         server.signal("TERM");
@@ -58,10 +57,9 @@ fn a_slow_download_completes_after_sigterm_and_then_the_server_exits_0() {
     }
 }
 
-#[test]
-fn a_second_signal_stops_the_server_at_once() {
-    let dir = site();
-    for name in SERVERS {
+per_server! {
+    fn a_second_signal_stops_the_server_at_once(name) {
+        let dir = site();
         let mut server = Server::start(name, &["--files", dir.str(), "--quiet", "--shutdown-timeout", "60"]);
         let (_stalled, _) = start_download(&server);
         server.signal("INT");
@@ -82,10 +80,9 @@ fn a_second_signal_stops_the_server_at_once() {
     }
 }
 
-#[test]
-fn a_stalled_connection_cannot_hold_the_server_past_the_grace_period() {
-    let dir = site();
-    for name in SERVERS {
+per_server! {
+    fn a_stalled_connection_cannot_hold_the_server_past_the_grace_period(name) {
+        let dir = site();
         let mut server = Server::start(name, &["--files", dir.str(), "--quiet", "--shutdown-timeout", "1"]);
         let (_stalled, _) = start_download(&server);
         server.signal("TERM");

@@ -33,9 +33,13 @@ fn load(addr: SocketAddr, keepalive: usize, per_connection: usize, short: usize)
     }
 }
 
-#[test]
-fn soak_through_threadserver_and_poolserver() {
-    for (name, extra) in [("threadserver", &[][..]), ("poolserver", &["--num-threads", "64"][..])] {
+per_server! {
+    [threadserver, poolserver]
+    fn soak_through_the_relay(name) {
+        let extra: &[&str] = match name {
+            "poolserver" => &["--num-threads", "64"],
+            _ => &[],
+        };
         let origin = Origin::start(origins::http_keepalive);
         let upstream = origin.proxy_arg();
         let mut args = vec!["--proxy", &upstream, "--quiet"];

@@ -23,10 +23,15 @@ pub const SERVERS: [&str; 4] = ["httpserver", "forkserver", "threadserver", "poo
 /// becomes `name::httpserver`, `name::forkserver`, `name::threadserver` and
 /// `name::poolserver`, each calling the body with that executable's name. So
 /// `cargo test poolserver` runs poolserver's cases, and a failure names the
-/// server that failed.
+/// server that failed. `[threadserver, poolserver] fn ...` limits it to those.
 #[macro_export]
 macro_rules! per_server {
     ($(#[$meta:meta])* fn $name:ident($server:ident) $body:block) => {
+        $crate::per_server! {
+            [httpserver, forkserver, threadserver, poolserver] $(#[$meta])* fn $name($server) $body
+        }
+    };
+    ([$($exe:ident),+] $(#[$meta:meta])* fn $name:ident($server:ident) $body:block) => {
         $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
@@ -34,22 +39,12 @@ macro_rules! per_server {
 
             fn check($server: &'static str) $body
 
-            #[test]
-            fn httpserver() {
-                check("httpserver")
-            }
-            #[test]
-            fn forkserver() {
-                check("forkserver")
-            }
-            #[test]
-            fn threadserver() {
-                check("threadserver")
-            }
-            #[test]
-            fn poolserver() {
-                check("poolserver")
-            }
+            $(
+                #[test]
+                fn $exe() {
+                    check(stringify!($exe))
+                }
+            )+
         }
     };
 }
