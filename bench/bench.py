@@ -57,7 +57,7 @@ COMMANDS = {
     "single": "wrk -t1 -c1 -d5s http://127.0.0.1:PORT/1k.bin",
     "bulk": "curl -s -o /dev/null -w '%{speed_download}' http://127.0.0.1:PORT/256m.bin",
     "newconn": "ab -q -n 10000 -c 20 http://127.0.0.1:PORT/1k.bin",
-    "idle": f"bench/idle_conns.py 127.0.0.1 PORT {IDLE_CONNS} /1k.bin (RSS of the target and MemTotal-MemAvailable, before and after)",
+    "idle": f"bench/idle_conns.py 127.0.0.1 PORT {IDLE_CONNS} /1k.bin (the target's RSS, used memory and the kernel's counters, before and after)",
     "files": "ab -q -n 20000 -c 20 http://127.0.0.1:PORT/PATH",
 }
 
@@ -218,13 +218,28 @@ def bulk(port):
     return float(out.strip()) / 1e6
 
 
-def mem_used_kib():
+def meminfo():
     info = {}
     with open("/proc/meminfo") as f:
         for line in f:
             k, v = line.split(":")
             info[k] = int(v.split()[0])
-    return info["MemTotal"] - info["MemAvailable"]
+    return info
+
+
+# The kernel's own counters of the memory a connection can take: kernel
+# stacks, page tables, slab (sockets, tasks, inodes), and anonymous pages
+# (thread stacks, heap). Exact, but blind to page fragments that the kernel
+# keeps per thread for sends (32 KiB for each thread that has written to a
+# TCP socket), which only the machine-wide figure shows.
+COUNTERS = ["KernelStack", "PageTables", "SUnreclaim", "SReclaimable", "AnonPages"]
+
+
+def mem_used_kib():
+    """Memory in use that is neither free nor page cache: a file written or
+    evicted meanwhile does not move it."""
+    i = meminfo()
+    return i["MemTotal"] - i["MemFree"] - i["Buffers"] - i["Cached"]
 
 
 def tree_rss_kib(pid):
@@ -250,36 +265,54 @@ def tree_rss_kib(pid):
     return total
 
 
-def settle():
-    """Waits until the machine's used memory stops moving: the previous
-    target's connections have closed, its idle threads (which linger 1 s in
-    httpserver's thread cache) have exited, and their memory is freed."""
+def settle(most=60):
+    """Waits until the machine's used memory stops moving: connections have
+    closed, idle threads (which linger 1 s in httpserver's thread cache) have
+    exited, and the kernel has given back what they held, which takes it
+    seconds after the threads are gone."""
     time.sleep(3)
     last = mem_used_kib()
-    for _ in range(30):
-        time.sleep(1)
+    for _ in range(most // 2):
+        time.sleep(2)
         now = mem_used_kib()
-        if abs(now - last) < 256:
+        if abs(now - last) < 512:
             return
         last = now
 
 
-def idle_memory(port, pid):
-    settle()
-    rss0, mem0 = tree_rss_kib(pid), mem_used_kib()
+def hold_idle(port):
+    """Opens the idle connections; returns the client once all are answered."""
     client = subprocess.Popen([sys.executable, os.path.join(BENCH, "idle_conns.py"), HOST, str(port), str(IDLE_CONNS), "/1k.bin"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = client.stdout.readline().strip()
-    if line != "ready":
+    if client.stdout.readline().strip() != "ready":
         client.kill()
-        print(f"  idle connections on {port} failed", file=sys.stderr)
-        return None, None
-    time.sleep(1)
-    rss1, mem1 = tree_rss_kib(pid), mem_used_kib()
+        return None
+    return client
+
+
+def release(client):
     client.stdin.write("\n")
     client.stdin.close()
     client.wait()
-    return (rss1 - rss0) / IDLE_CONNS, (mem1 - mem0) / IDLE_CONNS
+
+
+def idle_memory(port, pid):
+    """Per idle connection: the target's RSS, the machine's used memory, and
+    the kernel's counters. Read once the connections have been idle long
+    enough for httpserver's relay to move to fresh threads and for the
+    memory of the threads it left to come back."""
+    settle()
+    rss0, mem0, counters0 = tree_rss_kib(pid), mem_used_kib(), meminfo()
+    client = hold_idle(port)
+    if client is None:
+        print(f"  idle connections on {port} failed", file=sys.stderr)
+        return None, None, None
+    settle()
+    rss1, mem1, counters1 = tree_rss_kib(pid), mem_used_kib(), meminfo()
+    release(client)
+    per = lambda a, b: (b - a) / IDLE_CONNS
+    counted = {k: per(counters0[k], counters1[k]) for k in COUNTERS}
+    return per(rss0, rss1), per(mem0, mem1), counted
 
 
 def median(values):
@@ -323,7 +356,8 @@ def main():
         pids = {"direct": origin.pid}
         for name, port in PROXIES[1:]:
             pids[name] = procs.start(name, proxy_argv(name, port, tmp), port).pid
-        proxy = {name: {m: [] for m in ["keepalive", "p99", "single", "bulk", "newconn", "idle_rss", "idle_machine"]}
+        proxy = {name: {m: [] for m in ["keepalive", "p99", "single", "bulk", "newconn", "idle_rss", "idle_machine",
+                                        "idle_counted"] + COUNTERS}
                  for name, _ in PROXIES}
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}: proxy throughput", flush=True)
@@ -340,13 +374,19 @@ def main():
         pool = procs.start("poolserver", proxy_argv("poolserver", 9106, tmp, pool_threads=2048), 9106)
         mem_ports = dict(PROXIES, poolserver=9106)
         pids["poolserver"] = pool.pid
+        # Each worker serves one connection first, as in a server that has been
+        # running: what a worker costs once is the pool's, not a connection's.
+        release(hold_idle(9106))
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}: memory per idle connection", flush=True)
             for name, _ in PROXIES:
-                rss, machine = idle_memory(mem_ports[name], pids[name])
+                rss, machine, counted = idle_memory(mem_ports[name], pids[name])
                 proxy[name]["idle_rss"].append(rss)
                 proxy[name]["idle_machine"].append(machine)
-                print(f"  {name:14} rss {rss} KiB, machine {machine} KiB per connection", flush=True)
+                proxy[name]["idle_counted"].append(sum(counted.values()) if counted else None)
+                for k in COUNTERS:
+                    proxy[name][k].append(counted[k] if counted else None)
+                print(f"  {name:14} rss {rss} KiB, machine {machine} KiB, counted {counted} per connection", flush=True)
         for name, p in list(procs.procs):
             if name != "origin":
                 procs.stop(p)
@@ -376,6 +416,7 @@ PROXY_METRICS = [  # key, label, unit, higher is better
     ("newconn", "new connections/s (ab -c20)", "req/s", True),
     ("idle_rss", "target RSS per idle connection", "KiB", False),
     ("idle_machine", "machine memory per idle connection", "KiB", False),
+    ("idle_counted", "kernel-counted memory per idle connection", "KiB", False),
 ]
 
 
@@ -413,8 +454,11 @@ def report(started, rounds, proxy, files):
         lines.append(f"- {k}: `{v}`")
     lines += ["- targets: HAProxy 2 `mode tcp`, 1 thread; nginx `stream` `proxy_pass`, 1 worker; "
               "`socat TCP-LISTEN:PORT,fork TCP:origin`; `threadserver --proxy`; `poolserver --proxy --num-threads 128` "
-              f"(for idle memory, `--num-threads 2048`, so that all {IDLE_CONNS} connections are held at once). "
-              "httpserver's servers run with `--quiet`.", ""]
+              f"(for idle memory, `--num-threads 2048`, so that all {IDLE_CONNS} connections are held at once; each "
+              "worker serves one connection before the measurement, so that what a worker costs once is counted "
+              "as the pool's). httpserver's servers run with `--quiet`.",
+              "- idle memory: used memory that is neither free nor page cache, and the kernel's counters, each "
+              "read once it has stopped moving, before and after the connections are opened.", ""]
     lines += ["## Proxy mode", "", "Ratios are against the best of the peers (HAProxy, nginx-stream, socat) for that "
               "figure; above 1.0 is better than the best peer, for every row (for latency and memory, the ratio is "
               "peer / ours).", ""]
@@ -429,27 +473,42 @@ def report(started, rounds, proxy, files):
         ratios[label] = rs
         lines.append(f"| {label} ({unit}) | " + " | ".join(row) + " | " + " | ".join(fmt(r) if r else "—" for r in rs) + " |")
     lines += ["", "## Targets", "", "| target | goal | threadserver | poolserver | met |", "|---|---|---|---|---|"]
-    hap = proxy["haproxy"]
+    hap, stream = proxy["haproxy"], proxy["nginx-stream"]
+    better = lambda key, higher: best([hap[key], stream[key]], higher)
     goals = [
-        ("keep-alive req/s vs the better of HAProxy and nginx-stream", 1.0,
-         [ratio(proxy[o]["keepalive"], best([hap["keepalive"], proxy["nginx-stream"]["keepalive"]], True), True) for o in OURS]),
-        ("one connection's round trips vs HAProxy", 1.1, [ratio(proxy[o]["single"], hap["single"], True) for o in OURS]),
-        ("bulk MB/s vs HAProxy", 1.2, [ratio(proxy[o]["bulk"], hap["bulk"], True) for o in OURS]),
-        ("new connections/s vs the better of HAProxy and nginx-stream", 1.0,
-         [ratio(proxy[o]["newconn"], best([hap["newconn"], proxy["nginx-stream"]["newconn"]], True), True) for o in OURS]),
+        ("keep-alive req/s vs the better of HAProxy and nginx-stream", "≥ 1.0×", lambda r: r >= 1.0,
+         [ratio(proxy[o]["keepalive"], better("keepalive", True), True) for o in OURS]),
+        ("keep-alive p99 latency: best peer's / ours", "≥ 0.8× (within 1.25×)", lambda r: r >= 0.8,
+         [ratio(proxy[o]["p99"], best([proxy[p]["p99"] for p in PEERS], False), False) for o in OURS]),
+        ("one connection's round trips vs HAProxy", "≥ 1.0× (kept)", lambda r: r >= 1.0,
+         [ratio(proxy[o]["single"], hap["single"], True) for o in OURS]),
+        ("bulk MB/s vs HAProxy", "≥ 1.0× (kept)", lambda r: r >= 1.0, [ratio(proxy[o]["bulk"], hap["bulk"], True) for o in OURS]),
+        ("new connections/s vs the better of HAProxy and nginx-stream", "≥ 1.0×", lambda r: r >= 1.0,
+         [ratio(proxy[o]["newconn"], better("newconn", True), True) for o in OURS]),
     ]
-    for label, goal, rs in goals:
-        met = any(r is not None and r >= goal for r in rs)
-        lines.append(f"| {label} | ≥ {goal:.1f}× | {fmt(rs[0])}× | {fmt(rs[1])}× | {'yes' if met else 'no'} |")
-    mem = [proxy[o]["idle_machine"] for o in OURS]
-    lines.append(f"| machine memory per idle proxied connection | ≤ 40 KiB | {fmt(mem[0])} KiB | {fmt(mem[1])} KiB | "
-                 f"{'yes' if any(m is not None and m <= 40 for m in mem) else 'no'} |")
-    best_files = best([files[n]["1k"] for n in ["threadserver", "poolserver-4", "poolserver-32"]], True)
-    fr = ratio(best_files, files["nginx"]["1k"], True)
-    lines.append(f"| files mode 1 KiB req/s, best of threadserver and poolserver vs nginx | ≥ 1.0× | "
-                 f"{fmt(ratio(files['threadserver']['1k'], files['nginx']['1k'], True))}× | "
-                 f"{fmt(ratio(best([files['poolserver-4']['1k'], files['poolserver-32']['1k']], True), files['nginx']['1k'], True))}× | "
-                 f"{'yes' if fr and fr >= 1.0 else 'no'} |")
+    for label, goal, ok, rs in goals:
+        met = "both" if all(r is not None and ok(r) for r in rs) else \
+            ", ".join(o for o, r in zip(OURS, rs) if r is not None and ok(r)) or "no"
+        lines.append(f"| {label} | {goal} | {fmt(rs[0])}× | {fmt(rs[1])}× | {met} |")
+    for key, what in [("idle_machine", "machine memory"), ("idle_counted", "kernel-counted memory")]:
+        mem = [proxy[o][key] for o in OURS]
+        met = [o for o, m, goal in zip(OURS, mem, [80, 45]) if m is not None and m <= goal]
+        lines.append(f"| {what} per idle proxied connection | threadserver ≤ 80 KiB, poolserver ≤ 45 KiB | "
+                     f"{fmt(mem[0])} KiB | {fmt(mem[1])} KiB | {', '.join(met) or 'no'} |")
+    fr = [ratio(files["threadserver"]["1k"], files["nginx"]["1k"], True),
+          ratio(best([files["poolserver-4"]["1k"], files["poolserver-32"]["1k"]], True), files["nginx"]["1k"], True)]
+    met = "both" if all(r is not None and r >= 1.0 for r in fr) else \
+        ", ".join(o for o, r in zip(OURS, fr) if r is not None and r >= 1.0) or "no"
+    lines.append(f"| files mode 1 KiB req/s vs nginx (1 worker) | ≥ 1.0× each | {fmt(fr[0])}× | {fmt(fr[1])}× | {met} |")
+    lines += ["", "## Where an idle connection's memory goes", "",
+              "Per idle proxied connection, in KiB: the change in the kernel's counters while "
+              f"{IDLE_CONNS} idle connections are held, after they have been idle long enough to settle. Each "
+              "row includes the client's and the origin's share (the `direct` column: no proxy in between). "
+              "None of these counts the page fragment the kernel keeps for each thread that has written to "
+              "a TCP socket (32 KiB); the machine figure above does.", "",
+              "| counter | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for k in COUNTERS:
+        lines.append(f"| {k} | " + " | ".join(fmt(proxy[n][k]) for n in names) + " |")
     lines += ["", "## Files mode (homework performance part)", "",
               "`ab -n 20000 -c 20`, no keep-alive: a new connection per request. `/` is the directory listing "
               "(nginx: `autoindex on`). Ratio: against nginx (1 worker).", "",

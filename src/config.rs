@@ -42,6 +42,9 @@ pub static server_files_directory: OnceLock<PathBuf> = OnceLock::new();
 pub static server_proxy_hostname: OnceLock<String> = OnceLock::new();
 /// The upstream port of proxy mode; 80 unless `--proxy` names one.
 pub static server_proxy_port: OnceLock<u16> = OnceLock::new();
+/// Which of the four servers this is. The skeleton chooses it at compile
+/// time (`#ifdef`); here each executable sets it once.
+pub static server_mode: OnceLock<Mode> = OnceLock::new();
 /// The port to listen on (`--port N`, default 8000; 0 lets the OS pick).
 pub static server_port: OnceLock<u16> = OnceLock::new();
 /// The size of poolserver's worker pool (`--num-threads N`).
@@ -100,6 +103,7 @@ pub enum Target {
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub mode: Mode,
     pub port: u16,
     pub target: Target,
     pub num_threads: Option<usize>,
@@ -232,7 +236,7 @@ pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
         settings.half_close_timeout =
             Some(parse_seconds("--half-close-timeout", &s, 0)?).filter(|d| !d.is_zero());
     }
-    Ok(Command::Run(Config { port, target, num_threads: threads, settings }))
+    Ok(Command::Run(Config { mode, port, target, num_threads: threads, settings }))
 }
 
 /// A decimal number in `min..=max`; anything else is an error naming `flag`.
@@ -293,6 +297,7 @@ pub fn parse_upstream(s: &str) -> Result<(String, u16), String> {
 
 /// Fills the globals from `config`. Called once, from `main`.
 pub fn install(config: Config) {
+    let _ = server_mode.set(config.mode);
     let _ = server_port.set(config.port);
     if let Some(n) = config.num_threads {
         let _ = num_threads.set(n);
@@ -318,6 +323,11 @@ pub fn files_root() -> Option<&'static Path> {
 pub fn proxy_upstream() -> Option<(&'static str, u16)> {
     let host = server_proxy_hostname.get()?;
     Some((host.as_str(), server_proxy_port.get().copied().unwrap_or(DEFAULT_PROXY_PORT)))
+}
+
+/// Whether this is `mode`'s executable.
+pub fn mode_is(mode: Mode) -> bool {
+    server_mode.get() == Some(&mode)
 }
 
 /// The settings in force (the defaults, before `install`).

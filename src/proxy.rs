@@ -22,10 +22,20 @@
 //! - Both sockets are owned by the shared [`Relay`] and are closed once,
 //!   when the last thread lets go of it, after both loops have returned.
 //!
+//! A direction whose thread has written, and then waits in `read()` for a
+//! second, moves to a fresh thread, and the old thread leaves. A thread that
+//! has written to a TCP socket keeps a 32 KiB page of the kernel's (its
+//! `task_frag`) for as long as it lives, so an idle connection would
+//! otherwise hold two such pages. The thread that runs
+//! `handle_proxy_request` leaves this way only in threadserver: the basic
+//! server's accept loop, a pool worker and a forked child's one thread must
+//! stay with their connection until it ends.
+//!
 //! Timeouts use `SO_RCVTIMEO`/`SO_SNDTIMEO` and a shared last-activity time:
 //! a read that times out checks whether the *connection* has been idle, so
 //! traffic in either direction keeps both alive. Once one direction has
-//! ended, its thread watches the other for the half-close grace period.
+//! ended, its thread leaves, and the other direction's reads time out at
+//! least every half-close period to see whether the grace is over.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -34,7 +44,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::conns::Connection;
+use crate::config::{Mode, Settings};
+use crate::conns::{Connection, Slot};
 use crate::response::{self, Status};
 use crate::sys::{self, Socket};
 use crate::{config, log, request, sync, threads};
@@ -43,6 +54,10 @@ use crate::{config, log, request, sync, threads};
 /// left uninitialised: an idle connection holds no heap buffer, and only
 /// the stack pages its reads have written.
 const SMALL_BUF: usize = 4 * 1024;
+/// A direction that has just moved to a fresh thread blocks in its first
+/// read() on a buffer this small, so that the idle thread's stack stays
+/// within the pages its start touched.
+const FIRST_READ: usize = 256;
 /// A read that fills the small buffer means data is flowing in bulk: the
 /// direction then reads into a heap buffer this size, until reads come back
 /// smaller than `SMALL_BUF` again.
@@ -96,6 +111,10 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// How long a direction whose thread has written may wait in `read()`
+/// before it moves to a fresh thread (see the module's doc).
+const MOVE_WHEN_IDLE: Duration = Duration::from_secs(1);
+
 /// Relays `conn` to the configured upstream until both directions end, or
 /// answers 502 if no address of the upstream accepts a connection.
 pub fn handle_proxy_request(conn: Connection) {
@@ -107,13 +126,25 @@ pub fn handle_proxy_request(conn: Connection) {
         Ok(connected) => connected,
         Err(e) => {
             bad_gateway(&conn.sock, host, port, &e);
-            log_end(conn.peer, (host, port, None), 0, 0, started, &Outcome::BadGateway(e.to_string()));
+            let outcome = Outcome::BadGateway(e.to_string());
+            log_end(conn.peer, (host, port, None), [0, 0], started, &outcome);
             return;
         }
     };
-    let relay = Arc::new(Relay::new(conn.sock, upstream, settings.idle_timeout, settings.half_close_timeout));
-    let (up, down, end) = relay_both_ways(relay);
-    log_end(conn.peer, (host, port, Some(upstream_addr)), up, down, started, &end);
+    let relay = Arc::new(Relay::new(conn, upstream, (host, port, upstream_addr), started, settings));
+    // upstream -> client on a thread of its own, from the thread cache.
+    if threads::run((Arc::clone(&relay), Direction::UpstreamToClient), pump_elsewhere).is_err() {
+        relay.abort(Outcome::NoThread);
+        relay.direction_done();
+    }
+    // client -> upstream on this thread. Only threadserver's connection
+    // thread may leave the relay before the connection ends.
+    let may_leave = config::mode_is(Mode::Thread);
+    if let Pumped::Done = pump(Arc::clone(&relay), Direction::ClientToUpstream, may_leave) {
+        if !may_leave {
+            relay.wait_until_both_done();
+        }
+    }
 }
 
 /// Resolves `host` and tries each of its addresses in order until one
@@ -155,37 +186,23 @@ fn bad_gateway(client: &Socket, host: &str, port: u16, err: &io::Error) {
 }
 
 /// The line logged when a connection ends. `upstream` is the configured
-/// host and port, and the address that answered, if one did.
+/// host and port, and the address that answered, if one did; `bytes` are
+/// client -> upstream and upstream -> client.
 fn log_end(
     peer: SocketAddr,
     upstream: (&str, u16, Option<SocketAddr>),
-    up: u64,
-    down: u64,
+    bytes: [u64; 2],
     started: Instant,
     end: &Outcome,
 ) {
     let (host, port, addr) = upstream;
     let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
+    let [up, down] = bytes;
     log::info(format_args!(
         "proxy {peer} <-> {host}:{port}{addr}: {up} bytes client->upstream, {down} bytes upstream->client, \
          {:.3} s, {end}",
         started.elapsed().as_secs_f64()
     ));
-}
-
-/// Runs both directions: the second on a thread of its own (from the thread
-/// cache), the first on this one. Returns the bytes each way and how the
-/// connection ended, once both directions are done.
-fn relay_both_ways(relay: Arc<Relay>) -> (u64, u64, Outcome) {
-    let second = threads::run(Arc::clone(&relay), |relay| pump(&relay, Direction::UpstreamToClient));
-    if second.is_err() {
-        relay.abort(Outcome::NoThread);
-        return (0, 0, Outcome::NoThread);
-    }
-    pump(&relay, Direction::ClientToUpstream);
-    relay.wait_until_both_done();
-    let bytes = |dir: Direction| relay.bytes[dir as usize].load(Ordering::Relaxed);
-    (bytes(Direction::ClientToUpstream), bytes(Direction::UpstreamToClient), relay.outcome())
 }
 
 /// One end of a relayed connection.
@@ -245,11 +262,16 @@ impl Direction {
     }
 }
 
-/// The state both relay threads share. Owning the sockets here is what makes
-/// each fd close exactly once, after both threads are done with it.
+/// The state the relay's threads share. Owning the sockets here is what
+/// makes each fd close exactly once, after every thread is done with it; the
+/// connection's slot is released then too.
 struct Relay {
     client: Socket,
     upstream: Socket,
+    peer: SocketAddr,
+    /// The configured upstream, and the address that answered.
+    upstream_name: (&'static str, u16, SocketAddr),
+    _slot: Option<Slot>,
     started: Instant,
     /// Milliseconds after `started` of the last byte relayed either way.
     last_activity_ms: AtomicU64,
@@ -266,24 +288,35 @@ struct Relay {
     /// How many directions are done, and a signal when one is.
     finished: Mutex<u8>,
     finished_cv: Condvar,
-    /// The bytes each direction relayed, indexed by `Direction`; each is
-    /// stored before its direction counts as done.
+    /// The bytes each direction relayed, indexed by `Direction`; each thread
+    /// adds its share before it leaves.
     bytes: [AtomicU64; 2],
 }
 
 impl Relay {
-    fn new(client: Socket, upstream: Socket, idle: Option<Duration>, half_close: Option<Duration>) -> Relay {
+    fn new(
+        conn: Connection,
+        upstream: Socket,
+        upstream_name: (&'static str, u16, SocketAddr),
+        started: Instant,
+        settings: &Settings,
+    ) -> Relay {
+        let Connection { sock: client, peer, slot } = conn;
+        let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
         for sock in [&client, &upstream] {
-            let _ = sock.set_read_timeout(idle);
-            let _ = sock.set_write_timeout(idle);
+            let _ = sock.set_read_timeout(first_look);
+            let _ = sock.set_write_timeout(settings.idle_timeout);
         }
         Relay {
             client,
             upstream,
-            started: Instant::now(),
+            peer,
+            upstream_name,
+            _slot: slot,
+            started,
             last_activity_ms: AtomicU64::new(0),
-            idle_timeout: idle,
-            half_close_timeout: half_close,
+            idle_timeout: settings.idle_timeout,
+            half_close_timeout: settings.half_close_timeout,
             outcome: Mutex::new(None),
             aborted: AtomicBool::new(false),
             passed_on: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -316,13 +349,30 @@ impl Relay {
         self.started.elapsed().saturating_sub(last)
     }
 
-    /// How much longer the connection may stay idle; `None` once it has been
-    /// idle for the whole idle timeout.
-    fn idle_left(&self) -> Option<Duration> {
-        match self.idle_timeout {
-            None => Some(Duration::from_secs(3600)),
-            Some(limit) => limit.checked_sub(self.idle_for()).filter(|left| !left.is_zero()),
+    /// How long the next read in `dir` may wait before the connection is
+    /// looked at again: until the idle timeout, until the half-close timeout
+    /// (counted once the other direction has ended, and looked at at least
+    /// that often before), and, for a thread about to move, `MOVE_WHEN_IDLE`.
+    /// `Err` once the connection has timed out, with how.
+    fn next_read_timeout(&self, dir: Direction, move_soon: bool) -> Result<Duration, Outcome> {
+        let idle = self.idle_for();
+        let mut left = Duration::from_secs(3600);
+        if let Some(limit) = self.idle_timeout {
+            left = limit.checked_sub(idle).filter(|d| !d.is_zero()).ok_or(Outcome::IdleTimeout)?;
         }
+        if let Some(grace) = self.half_close_timeout {
+            let other = Direction::sent_by(dir.source().other());
+            if self.passed_on[other as usize].load(Ordering::SeqCst) {
+                left = left
+                    .min(grace.checked_sub(idle).filter(|d| !d.is_zero()).ok_or(Outcome::HalfCloseTimeout)?);
+            } else {
+                left = left.min(grace);
+            }
+        }
+        if move_soon {
+            left = left.min(MOVE_WHEN_IDLE);
+        }
+        Ok(left)
     }
 
     /// Records the clean end of stream of `dir`, unless the outcome is known already.
@@ -365,23 +415,20 @@ impl Relay {
         self.aborted.load(Ordering::SeqCst)
     }
 
-    /// Marks one direction done. After a clean end of stream, the thread
-    /// stays to watch the other direction: if the half-closed connection
-    /// carries no byte for the grace period, it is aborted.
-    fn direction_done(&self, watch_other: bool) {
+    /// Marks one direction done; the second to be done logs how the
+    /// connection ended. (A direction that ends cleanly leaves at once: the
+    /// other one enforces the half-close timeout on its own reads.)
+    fn direction_done(&self) {
         let mut finished = sync::lock(&self.finished);
         *finished += 1;
-        self.finished_cv.notify_all();
-        let Some(grace) = self.half_close_timeout.filter(|_| watch_other) else { return };
-        while *finished < 2 {
-            let idle = self.idle_for();
-            if idle >= grace {
-                drop(finished);
-                self.abort(Outcome::HalfCloseTimeout);
-                return;
-            }
-            finished = sync::wait_timeout(&self.finished_cv, finished, grace - idle).0;
+        if *finished == 2 {
+            // Written before anyone waiting is woken: a forked child exits
+            // as soon as its connection is done.
+            let bytes = [0, 1].map(|dir| self.bytes[dir].load(Ordering::Relaxed));
+            let (host, port, addr) = self.upstream_name;
+            log_end(self.peer, (host, port, Some(addr)), bytes, self.started, &self.outcome());
         }
+        self.finished_cv.notify_all();
     }
 
     /// Blocks until both directions are done.
@@ -398,68 +445,114 @@ enum Stop {
     Eof,
     ReadFailed(io::Error),
     WriteFailed(io::Error),
-    Idle,
+    TimedOut(Outcome),
+}
+
+/// A direction on a thread other than the connection's own: it may move.
+fn pump_elsewhere((relay, dir): (Arc<Relay>, Direction)) {
+    let _ = pump(relay, dir, true);
+}
+
+/// Whether a direction's loop ended, or moved to another thread.
+enum Pumped {
+    Done,
+    Moved,
+}
+
+/// One read and the write of what it read, through a buffer of `N` bytes on
+/// this call's own stack frame: the caller's frame stays small, and the
+/// thread touches the buffer's pages only while it is in use. `Ok(0)` is
+/// end of stream.
+#[inline(never)]
+fn relay_once_on_stack<const N: usize>(from: &Socket, to: &Socket) -> Result<usize, Stop> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); N];
+    let data = from.read_uninit(&mut buf).map_err(Stop::ReadFailed)?;
+    to.write_all(data).map_err(Stop::WriteFailed)?;
+    Ok(data.len())
+}
+
+/// The same, through a buffer on the heap.
+fn relay_once(from: &Socket, to: &Socket, buf: &mut [u8]) -> Result<usize, Stop> {
+    let n = from.read(buf).map_err(Stop::ReadFailed)?;
+    to.write_all(&buf[..n]).map_err(Stop::WriteFailed)?;
+    Ok(n)
 }
 
 /// Copies one direction until end of stream or an error, then passes the
 /// end on (a half-close, or an abort), records the bytes copied, and marks
-/// the direction done.
-fn pump(relay: &Relay, dir: Direction) {
+/// the direction done. With `may_move`, once this thread has written and
+/// then waits `MOVE_WHEN_IDLE` for input, the direction moves to a fresh
+/// thread and this one returns `Moved` (see the module's doc).
+fn pump(relay: Arc<Relay>, dir: Direction, may_move: bool) -> Pumped {
     let (from, to) = relay.reader_and_writer(dir);
-    let mut small = [MaybeUninit::<u8>::uninit(); SMALL_BUF];
     let mut large: Vec<u8> = Vec::new();
     let mut copied = 0u64;
+    let mut wrote = false;
     let stop = loop {
-        let capacity = if large.is_empty() { SMALL_BUF } else { LARGE_BUF };
-        let read = if large.is_empty() {
-            from.read_uninit(&mut small)
+        let (step, capacity) = if !large.is_empty() {
+            (relay_once(from, to, &mut large), LARGE_BUF)
+        } else if may_move && !wrote {
+            (relay_once_on_stack::<FIRST_READ>(from, to), FIRST_READ)
         } else {
-            from.read(&mut large).map(|n| &large[..n])
+            (relay_once_on_stack::<SMALL_BUF>(from, to), SMALL_BUF)
         };
-        match read {
-            Ok([]) => break Stop::Eof,
-            Ok(data) => {
-                let n = data.len();
-                if let Err(e) = to.write_all(data) {
-                    break Stop::WriteFailed(e);
-                }
+        match step {
+            Ok(0) => break Stop::Eof,
+            Ok(n) => {
                 copied += n as u64;
                 relay.touch();
-                if n == capacity && large.is_empty() {
+                if n == capacity && capacity == SMALL_BUF {
                     large = vec![0u8; LARGE_BUF];
                 } else if n < SMALL_BUF && !large.is_empty() {
                     large = Vec::new();
                 }
-            }
-            // SO_RCVTIMEO expired: the connection may still be busy the other way.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match relay.idle_left() {
-                Some(left) => {
-                    let _ = from.set_read_timeout(Some(left));
+                if !wrote && may_move {
+                    let wait = relay.next_read_timeout(dir, true).unwrap_or(MOVE_WHEN_IDLE);
+                    let _ = from.set_read_timeout(Some(wait));
                 }
-                None => break Stop::Idle,
-            },
-            Err(e) => break Stop::ReadFailed(e),
+                wrote = true;
+            }
+            // SO_RCVTIMEO expired: time to move, or to check the connection's
+            // timeouts (it may still be busy the other way).
+            Err(Stop::ReadFailed(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                if wrote && may_move {
+                    relay.bytes[dir as usize].fetch_add(copied, Ordering::Relaxed);
+                    let moved = threads::run_on_new_thread((Arc::clone(&relay), dir), pump_elsewhere);
+                    if moved.is_ok() {
+                        return Pumped::Moved;
+                    }
+                    copied = 0;
+                }
+                match relay.next_read_timeout(dir, false) {
+                    Ok(wait) => {
+                        let _ = from.set_read_timeout(Some(wait));
+                    }
+                    Err(timed_out) => break Stop::TimedOut(timed_out),
+                }
+            }
+            Err(stop) => break stop,
         }
     };
-    relay.bytes[dir as usize].store(copied, Ordering::Relaxed);
+    relay.bytes[dir as usize].fetch_add(copied, Ordering::Relaxed);
     let cause = match stop {
         Stop::Eof if !relay.is_aborted() => {
             relay.record_clean_close(dir);
             if to.shutdown(Shutdown::Write).is_ok() {
                 relay.passed_on[dir as usize].store(true, Ordering::SeqCst);
             }
-            relay.direction_done(true);
-            return;
+            relay.direction_done();
+            return Pumped::Done;
         }
         // The other direction aborted the connection while this one ended.
         Stop::Eof => None,
         Stop::ReadFailed(e) => Some(dir.source().aborted(&e)),
         Stop::WriteFailed(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Outcome::IdleTimeout),
         Stop::WriteFailed(e) => Some(dir.source().other().aborted(&e)),
-        Stop::Idle => Some(Outcome::IdleTimeout),
+        Stop::TimedOut(how) => Some(how),
     };
     if let Some(cause) = cause {
         relay.abort(cause);
     }
-    relay.direction_done(false);
+    relay.direction_done();
+    Pumped::Done
 }

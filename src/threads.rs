@@ -59,6 +59,19 @@ pub fn run<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
         mailbox.arrived.notify_one();
         return Ok(());
     }
+    spawn(item, f, !in_child)
+}
+
+/// Runs `f(item)` on a thread made for it, which exits when `f` returns: a
+/// thread that holds nothing from earlier jobs (see `proxy`, where an idle
+/// relay direction moves to one).
+pub fn run_on_new_thread<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
+    spawn(item, f, false)
+}
+
+/// Starts a thread for `f(item)`; with `then_cache`, it offers itself for
+/// more jobs afterwards.
+fn spawn<T: Send + 'static>(item: T, f: fn(T), then_cache: bool) -> Result<(), (T, io::Error)> {
     // A new thread gets its first job through a cell, so that the job can be
     // taken back if the thread cannot be made.
     let cell = Arc::new(Mutex::new(Some(item)));
@@ -69,7 +82,7 @@ pub fn run<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
         if let Some(item) = first {
             f(item);
         }
-        if !in_child {
+        if then_cache {
             serve_jobs();
         }
     });

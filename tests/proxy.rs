@@ -445,3 +445,56 @@ fn a_connect_that_times_out_gets_502() {
     assert!(r.text().contains("timed out"), "{}", r.text());
     assert!(t.elapsed() >= Duration::from_millis(900), "gave up after only {:?}", t.elapsed());
 }
+
+/// The thread ids of `pid`.
+fn thread_ids(pid: u32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+per_server! {
+    /// A relay direction that has written and then waits a second for input
+    /// moves to a fresh thread, and its old thread leaves (so the page the
+    /// kernel keeps for each thread that wrote to a socket goes with it). The
+    /// connection goes on as if nothing happened, both ways, and its log
+    /// line counts every byte. threadserver's connection thread moves as
+    /// well; the basic server, a pool worker and a forked child's thread stay.
+    fn an_idle_relay_moves_to_fresh_threads_and_carries_on(name) {
+        let origin = Origin::start(origins::http_keepalive);
+        let relay = Server::start(name, &["--proxy", &origin.proxy_arg()]);
+        let stream = common::connect(relay.addr());
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        writer.write_all(request("/before").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut reader).text(), "response 1 to /before\n");
+        let pid = if name == "forkserver" {
+            let mut kids = Vec::new();
+            eventually("the child", || {
+                kids = common::children_of(relay.pid());
+                kids.len() == 1
+            });
+            kids[0]
+        } else {
+            relay.pid()
+        };
+        let before = thread_ids(pid);
+        let moved_threads = if name == "threadserver" { 2 } else { 1 };
+        eventually("the idle relay's threads to be replaced", || {
+            let now = thread_ids(pid);
+            now.difference(&before).count() == moved_threads && before.difference(&now).count() >= moved_threads
+        });
+        for i in 2..=4 {
+            writer.write_all(request(&format!("/after{i}")).as_bytes()).unwrap();
+            assert_eq!(read_response(&mut reader).text(), format!("response {i} to /after{i}\n"));
+        }
+        drop((reader, writer));
+        eventually("the end line", || relay.stdout_lines().iter().any(|l| l.starts_with("proxy ")));
+        let line = relay.stdout_lines().into_iter().find(|l| l.starts_with("proxy ")).unwrap();
+        let sent: usize = ["/before", "/after2", "/after3", "/after4"].iter().map(|p| request(p).len()).sum();
+        assert!(line.contains(&format!(": {sent} bytes client->upstream, ")), "{line}");
+        assert!(line.ends_with("client closed"), "{line}");
+    }
+}
