@@ -265,17 +265,19 @@ def tree_rss_kib(pid):
     return total
 
 
-def settle(most=60):
+def settle(most=90):
     """Waits until the machine's used memory stops moving: connections have
     closed, idle threads (which linger 1 s in httpserver's thread cache) have
     exited, and the kernel has given back what they held, which takes it
-    seconds after the threads are gone."""
+    seconds after the threads are gone. Stopped means three checks in a row,
+    2 s apart, within 512 KiB."""
     time.sleep(3)
-    last = mem_used_kib()
+    last, still = mem_used_kib(), 0
     for _ in range(most // 2):
         time.sleep(2)
         now = mem_used_kib()
-        if abs(now - last) < 512:
+        still = still + 1 if abs(now - last) < 512 else 0
+        if still == 3:
             return
         last = now
 
