@@ -173,7 +173,8 @@ per_server! {
     /// back when its connection ends: the limit is counted exactly.
     fn max_connections_is_counted_and_released_exactly(name) {
         let dir = site("maxconn");
-        let server = Server::start(name, &["--files", dir.str(), "--quiet", "--max-connections", "5"]);
+        // Not quiet: the accept loop's own lines say which connection it refused.
+        let server = Server::start(name, &["--files", dir.str(), "--max-connections", "5"]);
         let base_threads = server.thread_count();
         // No connection in progress: no handler thread, no child process.
         let idle = || server.thread_count() == base_threads && common::children_of(server.pid()).is_empty();
@@ -190,9 +191,15 @@ per_server! {
             eventually("the freed slot to be reused", || {
                 let mut probe = common::connect(server.addr());
                 probe.write_all(b"GET /hello.txt HTTP/1.0\r\n").unwrap();
+                // The accept loop logs its decision right after the accept line.
+                let port = probe.local_addr().unwrap().port();
+                let accepted = format!("Accepted connection from 127.0.0.1 on port {port}");
+                eventually("the probe to be accepted", || server.stdout_lines().contains(&accepted));
                 probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
                 let mut byte = [0u8; 1];
-                let refused = matches!(probe.read(&mut byte), Ok(n) if n > 0);
+                let answered = matches!(probe.read(&mut byte), Ok(n) if n > 0);
+                let refused = format!("refused 127.0.0.1:{port}: too many connections");
+                let refused = answered || server.stdout_lines().contains(&refused);
                 if !refused {
                     held.push(probe);
                 }
