@@ -283,13 +283,13 @@ def answers(results, pool, ns, cs, threads, pool_n, pool_size):
             f"to --max-connections), so c = {hi_c} means up to {hi_c} threads. The pool never runs more "
             "than its size, and queues the rest.\n")
         big_pool = pool.get(max(threads), {}).get((pool_n, hi_c)) if pool_n == n else None
-        if big_pool is not None and thread_hi["rps"] < 0.9 * pool_hi["rps"]:
+        if (big_pool is not None and thread_hi["rps"] < 0.9 * pool_hi["rps"]
+                and big_pool["rps"] < 0.9 * pool_hi["rps"]):
             text.append(
-                f"That difference is what this run measured. With c = {hi_c} threads taking turns on "
-                f"{os.cpu_count()} cores, every request pays for more switches between threads, and each "
-                f"switch evicts the last one's data from the caches. The pool shows the same thing from the "
-                f"other side: with {max(threads)} workers it served {fig(big_pool)} at c = {hi_c}, "
-                f"{compare(big_pool, pool_hi)} with {pool_size}.\n")
+                f"The pool shows where threadserver's gap comes from: with {max(threads)} workers it "
+                f"served {fig(big_pool)} at c = {hi_c}, {compare(big_pool, pool_hi)} with {pool_size}. "
+                f"Many threads taking turns on {os.cpu_count()} cores make every request pay for more "
+                "switches between threads, and each switch evicts the last one's data from the caches.\n")
     else:
         text.append("Some threadserver or poolserver runs failed; see the table.\n")
 
