@@ -287,7 +287,7 @@ def answers(results, pool, ns, cs, threads, pool_n, pool_size):
                 and big_pool["rps"] < 0.9 * pool_hi["rps"]):
             text.append(
                 f"The pool shows where threadserver's gap comes from: with {max(threads)} workers it "
-                f"served {fig(big_pool)} at c = {hi_c}, {compare(big_pool, pool_hi)} with {pool_size}. "
+                f"served {fig(big_pool)} at c = {hi_c}, {compare(big_pool, pool_hi)} the pool of {pool_size}. "
                 f"Many threads taking turns on {os.cpu_count()} cores make every request pay for more "
                 "switches between threads, and each switch evicts the last one's data from the caches.\n")
     else:
