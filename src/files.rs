@@ -55,23 +55,31 @@ pub fn handle_files_request(conn: Connection) {
         }
         Err(status) => send_status(sock, status, head_only, &mut sent),
     };
-    let cut_short = match &result {
+    if log::info_enabled() {
+        log_request(&conn, &incoming.received, &sent, started, &result);
+    }
+    // With nothing left unread, closing cannot reset the connection: the
+    // response goes out, then FIN. Otherwise, drain before closing.
+    if !incoming.all_read {
+        response::lingering_close(sock);
+    }
+}
+
+/// The access-log line of one request: client, request line (escaped),
+/// status, body bytes sent, time taken, and why a response was cut short.
+fn log_request(conn: &Connection, received: &[u8], sent: &Sent, started: Instant, result: &io::Result<()>) {
+    let cut_short = match result {
         Ok(()) => String::new(),
         Err(e) => format!(" (not sent in full: {})", log::describe(e)),
     };
     log::info(format_args!(
         "{} \"{}\" {} {} {:.1} ms{cut_short}",
         conn.peer,
-        request::loggable_request_line(&incoming.received),
+        request::loggable_request_line(received),
         sent.status.code(),
         sent.body_bytes,
         started.elapsed().as_secs_f64() * 1000.0,
     ));
-    // With nothing left unread, closing cannot reset the connection: the
-    // response goes out, then FIN. Otherwise, drain before closing.
-    if !incoming.all_read {
-        response::lingering_close(sock);
-    }
 }
 
 /// Reads and parses the request head. Only GET and HEAD are served; any
@@ -91,9 +99,9 @@ fn read_request(sock: &Socket) -> Incoming {
 }
 
 /// Maps the request target to something under `root`: a file, a directory's
-/// `index.html` (the skeleton's `http_format_index`), or a directory to list. The path is decoded
-/// and stripped of `.` and `..` first; then the real path (symlinks
-/// followed) must still lie under `root`, or the answer is 403.
+/// `index.html` (the skeleton's `http_format_index`), or a directory to list.
+/// The path is decoded and stripped of `.` and `..` first; then the real
+/// path (symlinks followed) must still lie under `root`, or the answer is 403.
 fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
     let segments = request::decode_path(&req.target)?;
     let wanted: PathBuf = segments.iter().fold(root.to_path_buf(), |p, s| p.join(s));
@@ -140,8 +148,8 @@ fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) 
 }
 
 /// Skeleton: `serve_file`. `200 OK` with the file's type and length, then
-/// its bytes in chunks (none for HEAD). If the file changes size meanwhile, no more than the announced
-/// length is sent.
+/// its bytes in chunks (none for HEAD). If the file changes size meanwhile,
+/// no more than the announced length is sent.
 fn serve_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,

@@ -22,9 +22,15 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
+/// Whether [`info`] lines are written: callers check it before they build
+/// what a line needs, so that `--quiet` costs nothing per request.
+pub fn info_enabled() -> bool {
+    !QUIET.load(Ordering::Relaxed)
+}
+
 /// Logs a per-connection or per-request line on stdout, unless `--quiet`.
 pub fn info(args: fmt::Arguments) {
-    if !QUIET.load(Ordering::Relaxed) {
+    if info_enabled() {
         line(StdStream::Stdout, args);
     }
 }

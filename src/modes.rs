@@ -23,14 +23,21 @@ use crate::{log, threads};
 /// `request_handler` pointer is.
 pub type RequestHandler = fn(Connection);
 
-/// How the accept loop hands off a connection: the mode, the handler, and
-/// what the mode needs.
+/// How the accept loop hands off a connection: the mode, with what it needs,
+/// the handler, and the refuser.
 pub struct Dispatch {
-    mode: Mode,
+    how: HandOff,
     handler: RequestHandler,
     refuser: Refuser,
-    /// poolserver's work queue; its workers run `handler`.
-    queue: Option<Arc<WorkQueue<Connection>>>,
+}
+
+/// The mode's way of handing off, and what it needs for it.
+enum HandOff {
+    Basic,
+    Fork,
+    Thread,
+    /// poolserver's work queue; its workers run the handler.
+    Pool(Arc<WorkQueue<Connection>>),
 }
 
 impl Dispatch {
@@ -38,21 +45,25 @@ impl Dispatch {
     /// thread that answers refused connections with 503 (files mode). All
     /// exist before the first accept.
     pub fn new(mode: Mode, handler: RequestHandler, answer_refusals: bool) -> io::Result<Dispatch> {
-        let queue = match mode {
-            Mode::Pool => Some(init_thread_pool(config::num_threads.get().copied().unwrap_or(1), handler)?),
-            _ => None,
+        let how = match mode {
+            Mode::Basic => HandOff::Basic,
+            Mode::Fork => {
+                start_reaper()?;
+                HandOff::Fork
+            }
+            Mode::Thread => HandOff::Thread,
+            Mode::Pool => {
+                HandOff::Pool(init_thread_pool(config::num_threads.get().copied().unwrap_or(1), handler)?)
+            }
         };
-        if mode == Mode::Fork {
-            start_reaper()?;
-        }
         let refuser = Refuser::new(answer_refusals && mode != Mode::Basic)?;
-        Ok(Dispatch { mode, handler, refuser, queue })
+        Ok(Dispatch { how, handler, refuser })
     }
 
     /// The most connections this mode serves at once, if it has a limit.
     /// The basic server has one at a time; poolserver counts the queued.
     fn max_connections(&self) -> Option<usize> {
-        (self.mode != Mode::Basic).then(|| config::settings().max_connections)
+        (!matches!(self.how, HandOff::Basic)).then(|| config::settings().max_connections)
     }
 
     /// Hands `sock` to its handler, the way this mode does.
@@ -62,17 +73,17 @@ impl Dispatch {
             return;
         };
         let conn = Connection { sock, peer, slot: Some(slot) };
-        match (self.mode, &self.queue) {
-            (Mode::Pool, Some(queue)) => wq::wq_push(queue, conn),
-            (Mode::Thread, _) => {
+        match &self.how {
+            HandOff::Basic => serve_connection((conn, self.handler)),
+            HandOff::Fork => {
+                fork_handler(listener, conn, &self.refuser, self.handler);
+            }
+            HandOff::Thread => {
                 if let Err(((conn, _), e)) = threads::run((conn, self.handler), serve_connection) {
                     self.refuser.refuse(conn, &format!("no thread: {}", log::describe(&e)));
                 }
             }
-            (Mode::Fork, _) => {
-                fork_handler(listener, conn, &self.refuser, self.handler);
-            }
-            _ => serve_connection((conn, self.handler)),
+            HandOff::Pool(queue) => wq::wq_push(queue, conn),
         }
     }
 }

@@ -126,8 +126,10 @@ pub fn handle_proxy_request(conn: Connection) {
         Ok(connected) => connected,
         Err(e) => {
             bad_gateway(&conn.sock, host, port, &e);
-            let outcome = Outcome::BadGateway(e.to_string());
-            log_end(conn.peer, (host, port, None), [0, 0], started, &outcome);
+            if log::info_enabled() {
+                let outcome = Outcome::BadGateway(e.to_string());
+                log_end(conn.peer, (host, port, None), [0, 0], started, &outcome);
+            }
             return;
         }
     };
@@ -421,7 +423,7 @@ impl Relay {
     fn direction_done(&self) {
         let mut finished = sync::lock(&self.finished);
         *finished += 1;
-        if *finished == 2 {
+        if *finished == 2 && log::info_enabled() {
             // Written before anyone waiting is woken: a forked child exits
             // as soon as its connection is done.
             let bytes = [0, 1].map(|dir| self.bytes[dir].load(Ordering::Relaxed));

@@ -122,22 +122,9 @@ impl Socket {
         Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) })
     }
 
-    /// Corresponds to `write(2)`, retried on EINTR. May write fewer bytes than given.
-    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-        let n = cvt_r(|| unsafe { libc::write(self.raw(), buf.as_ptr().cast(), buf.len()) })?;
-        Ok(n as usize)
-    }
-
     /// Writes all of `buf`, looping over short writes.
-    pub fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            match self.write(buf)? {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => buf = &buf[n..],
-            }
-        }
-        Ok(())
+    pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        write_all(self.raw(), buf)
     }
 
     /// Corresponds to `shutdown(2)`.
@@ -486,15 +473,20 @@ pub enum StdStream {
     Stderr = 2,
 }
 
-/// Corresponds to `write(2)` on fd 1 or 2, looping over short writes and
-/// EINTR. It takes no lock, so a forked child may call it whatever the
-/// parent's threads were doing; and a line of up to `PIPE_BUF` (4096) bytes
-/// reaches a pipe in one piece, never interleaved with another writer's.
-pub fn write_std(stream: StdStream, mut buf: &[u8]) -> io::Result<()> {
+/// Writes all of `buf` to fd 1 or 2 ([`write_all`]). It takes no lock, so a
+/// forked child may call it whatever the parent's threads were doing; and a
+/// line of up to `PIPE_BUF` (4096) bytes reaches a pipe in one piece, never
+/// interleaved with another writer's.
+pub fn write_std(stream: StdStream, buf: &[u8]) -> io::Result<()> {
+    write_all(stream as RawFd, buf)
+}
+
+/// Corresponds to `write(2)` on `fd` until all of `buf` is written, retried
+/// on EINTR and looping over short writes.
+fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes; fds 1 and 2 are not owned by Rust.
-        let n = cvt_r(|| unsafe { libc::write(stream as libc::c_int, buf.as_ptr().cast(), buf.len()) })?;
-        match n {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes; the caller keeps `fd` open.
+        match cvt_r(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
             n => buf = &buf[n as usize..],
         }
