@@ -59,6 +59,10 @@ pub struct Settings {
     pub quiet: bool,
     /// `--request-timeout SECS`: how long a client may take to send its request head.
     pub request_timeout: Duration,
+    /// `--send-timeout SECS`: in files mode, a write to the client that moves
+    /// no byte for this long ends the connection. `None` (0 on the command
+    /// line) waits for ever.
+    pub send_timeout: Option<Duration>,
     /// `--connect-timeout SECS`: how long one connect attempt to the upstream may take.
     pub connect_timeout: Duration,
     /// `--idle-timeout SECS`: a proxied connection with no byte either way for
@@ -82,6 +86,7 @@ impl Default for Settings {
         Settings {
             quiet: false,
             request_timeout: Duration::from_secs(10),
+            send_timeout: Some(Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(300)),
             half_close_timeout: Some(Duration::from_secs(30)),
@@ -121,12 +126,13 @@ pub const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_PROXY_PORT: u16 = 80;
 const MAX_THREADS: usize = 65_536;
 /// The options that take a value.
-const VALUED_OPTIONS: [&str; 10] = [
+const VALUED_OPTIONS: [&str; 11] = [
     "files",
     "proxy",
     "port",
     "num-threads",
     "request-timeout",
+    "send-timeout",
     "connect-timeout",
     "idle-timeout",
     "half-close-timeout",
@@ -142,6 +148,12 @@ fn command_line() -> getopts::Options {
         .optopt("", "port", "listen on port N (default 8000; 0 picks a free port)", "N")
         .optopt("", "num-threads", "size of poolserver's worker pool (required by poolserver)", "N")
         .optopt("", "request-timeout", "time a client has to send its request head (default 10)", "SECS")
+        .optopt(
+            "",
+            "send-timeout",
+            "files mode: end a response whose write moves no byte this long (default 60; 0 never)",
+            "SECS",
+        )
         .optopt("", "connect-timeout", "time one connect to the upstream may take (default 5)", "SECS")
         .optopt(
             "",
@@ -219,6 +231,9 @@ pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
     let mut settings = Settings { quiet: matches.opt_present("quiet"), ..Settings::default() };
     if let Some(s) = matches.opt_str("request-timeout") {
         settings.request_timeout = parse_seconds("--request-timeout", &s, 1)?;
+    }
+    if let Some(s) = matches.opt_str("send-timeout") {
+        settings.send_timeout = Some(parse_seconds("--send-timeout", &s, 0)?).filter(|d| !d.is_zero());
     }
     if let Some(s) = matches.opt_str("connect-timeout") {
         settings.connect_timeout = parse_seconds("--connect-timeout", &s, 1)?;
@@ -411,10 +426,21 @@ mod tests {
         assert_eq!(c.settings.half_close_timeout, Some(Duration::from_secs(7)));
         assert_eq!(c.settings.connect_timeout, Duration::from_secs(2));
         let d = run(Mode::Thread, "--proxy h").settings;
+        assert_eq!(d.send_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(run(Mode::Thread, "--files / --send-timeout 0").settings.send_timeout, None);
+        assert_eq!(
+            run(Mode::Thread, "--files / --send-timeout 2").settings.send_timeout,
+            Some(Duration::from_secs(2))
+        );
         assert_eq!(d.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(d.half_close_timeout, Some(Duration::from_secs(30)));
-        for bad in ["--connect-timeout 0", "--idle-timeout -1", "--request-timeout x", "--idle-timeout 86401"]
-        {
+        for bad in [
+            "--connect-timeout 0",
+            "--idle-timeout -1",
+            "--send-timeout x",
+            "--request-timeout x",
+            "--idle-timeout 86401",
+        ] {
             let err = parse_args(Mode::Thread, &args(&format!("--proxy h {bad}"))).unwrap_err();
             assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
         }

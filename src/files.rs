@@ -3,7 +3,7 @@
 //! listing, or an error page, and then closes the connection.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,8 @@ pub fn handle_files_request(conn: Connection) {
     let Some(root) = config::files_root() else { return };
     let started = Instant::now();
     let sock = &conn.sock;
+    // A write() that moves no byte for this long fails, and the connection ends.
+    let _ = sock.set_write_timeout(config::settings().send_timeout);
     let incoming = read_request(sock);
     let head_only = request::is_head_request(&incoming.received);
     let mut sent = Sent { status: Status::Ok, body_bytes: 0 };
@@ -59,8 +61,9 @@ pub fn handle_files_request(conn: Connection) {
         log_request(&conn, &incoming.received, &sent, started, &result);
     }
     // With nothing left unread, closing cannot reset the connection: the
-    // response goes out, then FIN. Otherwise, drain before closing.
-    if !incoming.all_read {
+    // response goes out, then FIN. Otherwise, drain before closing. A
+    // response that could not be sent has nothing left to protect.
+    if !incoming.all_read && result.is_ok() {
         response::lingering_close(sock);
     }
 }
@@ -70,6 +73,8 @@ pub fn handle_files_request(conn: Connection) {
 fn log_request(conn: &Connection, received: &[u8], sent: &Sent, started: Instant, result: &io::Result<()>) {
     let cut_short = match result {
         Ok(()) => String::new(),
+        // The only way a write to a blocking socket would block: SO_SNDTIMEO.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => " (not sent in full: send timeout)".to_string(),
         Err(e) => format!(" (not sent in full: {})", log::describe(e)),
     };
     log::info(format_args!(
@@ -90,7 +95,7 @@ fn read_request(sock: &Socket) -> Incoming {
         Err(bad) => return Incoming { received: bad.received, request: Err(bad.status), all_read: false },
     };
     let parsed = request::parse_head(&head.bytes);
-    let all_read = !head.read_past_end && parsed.as_ref().is_ok_and(|req| !req.has_body);
+    let all_read = !head.more_may_follow && parsed.as_ref().is_ok_and(|req| !req.has_body);
     let request = parsed.and_then(|req| match req.method.as_str() {
         "GET" | "HEAD" => Ok(req),
         _ => Err(Status::MethodNotAllowed),
@@ -100,29 +105,41 @@ fn read_request(sock: &Socket) -> Incoming {
 
 /// Maps the request target to something under `root`: a file, a directory's
 /// `index.html` (the skeleton's `http_format_index`), or a directory to list.
-/// The path is decoded and stripped of `.` and `..` first; then the real
-/// path (symlinks followed) must still lie under `root`, or the answer is 403.
+/// The path is decoded and stripped of `.` and `..` first; then whatever is
+/// served, the file asked for or the `index.html` of the directory asked
+/// for, passes [`locate`]. A file asked for with a slash after its name is a
+/// 404, as the skeleton's `stat()` of it fails.
 fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
-    let segments = request::decode_path(&req.target)?;
-    let wanted: PathBuf = segments.iter().fold(root.to_path_buf(), |p, s| p.join(s));
-    let real = wanted.canonicalize().map_err(|e| status_for(&e))?;
+    let path = request::decode_path(&req.target)?;
+    let wanted: PathBuf = path.segments.iter().fold(root.to_path_buf(), |p, s| p.join(s));
+    let (real, meta) = locate(root, &wanted)?;
+    if meta.is_dir() {
+        return match locate(root, &real.join("index.html")) {
+            Ok((index, meta)) if meta.is_file() => Ok(Resource::File(index)),
+            Err(Status::Forbidden) => Err(Status::Forbidden),
+            _ => Ok(Resource::Listing { dir: real, segments: path.segments }),
+        };
+    }
+    if !meta.is_file() {
+        // FIFOs, sockets and devices are never opened: a read could block forever.
+        return Err(Status::Forbidden);
+    }
+    if path.dir_only {
+        return Err(Status::NotFound);
+    }
+    Ok(Resource::File(real))
+}
+
+/// The one check of every path that is served: its real location, with
+/// every symlink followed, must lie under `root` (403 if not). Returns that
+/// location and what it is.
+fn locate(root: &Path, path: &Path) -> Result<(PathBuf, Metadata), Status> {
+    let real = path.canonicalize().map_err(|e| status_for(&e))?;
     if !real.starts_with(root) {
         return Err(Status::Forbidden);
     }
     let meta = fs::metadata(&real).map_err(|e| status_for(&e))?;
-    if meta.is_file() {
-        Ok(Resource::File(real))
-    } else if meta.is_dir() {
-        let index = real.join("index.html");
-        if index.is_file() {
-            Ok(Resource::File(index))
-        } else {
-            Ok(Resource::Listing { dir: real, segments })
-        }
-    } else {
-        // FIFOs, sockets and devices are never opened: a read could block forever.
-        Err(Status::Forbidden)
-    }
+    Ok((real, meta))
 }
 
 fn status_for(e: &io::Error) -> Status {
@@ -266,6 +283,8 @@ mod tests {
         symlink(base.join("secret"), root.join("out")).unwrap();
         symlink("../../secret/passwd", root.join("a/passwd")).unwrap();
         symlink("a", root.join("in")).unwrap();
+        fs::create_dir_all(root.join("idx")).unwrap();
+        symlink(base.join("secret/passwd"), root.join("idx/index.html")).unwrap();
         let root = root.canonicalize().unwrap();
         let mut rng = crate::fuzz::Rng::new(0xf11e);
         let mut served = 0;
@@ -278,7 +297,7 @@ mod tests {
             }
         }
         assert!(served > 100, "too few targets resolved ({served}) to say anything");
-        for target in ["/out/passwd", "/a/passwd", "/out", "/in/../../secret/passwd"] {
+        for target in ["/out/passwd", "/a/passwd", "/out", "/in/../../secret/passwd", "/idx", "/idx/"] {
             let req = Request { method: "GET".into(), target: target.into(), has_body: false };
             assert!(resolve(&root, &req).is_err(), "{target} escaped");
         }

@@ -305,9 +305,13 @@ impl Relay {
     ) -> Relay {
         let Connection { sock: client, peer, slot } = conn;
         let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
+        // A blocked write comes back this often, with what the kernel took
+        // meanwhile: bytes that trickle out to a slow reader count as
+        // activity long before the whole write is done.
+        let write_check = first_look.map(|d| d / 4);
         for sock in [&client, &upstream] {
             let _ = sock.set_read_timeout(first_look);
-            let _ = sock.set_write_timeout(settings.idle_timeout);
+            let _ = sock.set_write_timeout(write_check);
         }
         Relay {
             client,
@@ -466,18 +470,45 @@ enum Pumped {
 /// thread touches the buffer's pages only while it is in use. `Ok(0)` is
 /// end of stream.
 #[inline(never)]
-fn relay_once_on_stack<const N: usize>(from: &Socket, to: &Socket) -> Result<usize, Stop> {
+fn relay_once_on_stack<const N: usize>(relay: &Relay, dir: Direction) -> Result<usize, Stop> {
+    let (from, to) = relay.reader_and_writer(dir);
     let mut buf = [MaybeUninit::<u8>::uninit(); N];
     let data = from.read_uninit(&mut buf).map_err(Stop::ReadFailed)?;
-    to.write_all(data).map_err(Stop::WriteFailed)?;
+    write_all(relay, dir, to, data)?;
     Ok(data.len())
 }
 
 /// The same, through a buffer on the heap.
-fn relay_once(from: &Socket, to: &Socket, buf: &mut [u8]) -> Result<usize, Stop> {
+fn relay_once(relay: &Relay, dir: Direction, buf: &mut [u8]) -> Result<usize, Stop> {
+    let (from, to) = relay.reader_and_writer(dir);
     let n = from.read(buf).map_err(Stop::ReadFailed)?;
-    to.write_all(&buf[..n]).map_err(Stop::WriteFailed)?;
+    write_all(relay, dir, to, &buf[..n])?;
     Ok(n)
+}
+
+/// Writes all of `data` to `to`. Every byte the kernel takes is activity,
+/// however long the whole write takes. A write() that takes nothing for the
+/// write-check period (`SO_SNDTIMEO`) comes back to see whether the
+/// connection has timed out: a reader that stopped is idle.
+fn write_all(relay: &Relay, dir: Direction, to: &Socket, mut data: &[u8]) -> Result<(), Stop> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    relay.touch(); // for the bytes just read
+    while !data.is_empty() {
+        match to.write(data) {
+            Ok(0) => return Err(Stop::WriteFailed(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                data = &data[n..];
+                relay.touch();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                relay.next_read_timeout(dir, false).map_err(Stop::TimedOut)?;
+            }
+            Err(e) => return Err(Stop::WriteFailed(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Copies one direction until end of stream or an error, then passes the
@@ -492,17 +523,16 @@ fn pump(relay: Arc<Relay>, dir: Direction, may_move: bool) -> Pumped {
     let mut wrote = false;
     let stop = loop {
         let (step, capacity) = if !large.is_empty() {
-            (relay_once(from, to, &mut large), LARGE_BUF)
+            (relay_once(&relay, dir, &mut large), LARGE_BUF)
         } else if may_move && !wrote {
-            (relay_once_on_stack::<FIRST_READ>(from, to), FIRST_READ)
+            (relay_once_on_stack::<FIRST_READ>(&relay, dir), FIRST_READ)
         } else {
-            (relay_once_on_stack::<SMALL_BUF>(from, to), SMALL_BUF)
+            (relay_once_on_stack::<SMALL_BUF>(&relay, dir), SMALL_BUF)
         };
         match step {
             Ok(0) => break Stop::Eof,
             Ok(n) => {
                 copied += n as u64;
-                relay.touch();
                 if n == capacity && capacity == SMALL_BUF {
                     large = vec![0u8; LARGE_BUF];
                 } else if n < SMALL_BUF && !large.is_empty() {
@@ -548,7 +578,6 @@ fn pump(relay: Arc<Relay>, dir: Direction, may_move: bool) -> Pumped {
         // The other direction aborted the connection while this one ended.
         Stop::Eof => None,
         Stop::ReadFailed(e) => Some(dir.source().aborted(&e)),
-        Stop::WriteFailed(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Outcome::IdleTimeout),
         Stop::WriteFailed(e) => Some(dir.source().other().aborted(&e)),
         Stop::TimedOut(how) => Some(how),
     };

@@ -30,9 +30,11 @@ pub struct Head {
     /// The head: up to and including its blank line, or, from a client that
     /// ended its stream after a complete request line, all it sent.
     pub bytes: Vec<u8>,
-    /// Whether bytes past the head (a body, a pipelined request) came in the
-    /// same reads. They are discarded.
-    pub read_past_end: bool,
+    /// Whether the client may have sent more than the head (a body, a
+    /// pipelined request): bytes past the head came in the same reads, or the
+    /// last read filled the buffer, which leaves unknown what the kernel still
+    /// holds. Such bytes are discarded; closing must not reset them away.
+    pub more_may_follow: bool,
 }
 
 /// A head that could not be read: the answer it gets, and the bytes that
@@ -64,7 +66,7 @@ pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
         let n = match sock.read(&mut buf[filled..]) {
             Ok(0) if buf[..filled].contains(&b'\n') => {
                 buf.truncate(filled);
-                return Ok(Head { bytes: buf, read_past_end: false });
+                return Ok(Head { bytes: buf, more_may_follow: false });
             }
             Ok(0) => return Err(fail(Status::BadRequest, &buf[..filled])),
             Ok(n) => n,
@@ -79,9 +81,12 @@ pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
             return Err(fail(Status::BadRequest, &buf[..filled]));
         }
         if let Some(end) = head_end(&buf[search_from..filled]) {
-            let read_past_end = search_from + end < filled;
+            // A read that filled all the room it was given says nothing of
+            // what came after: only a read that came back short drained the
+            // socket.
+            let more_may_follow = search_from + end < filled || filled == MAX_HEAD;
             buf.truncate(search_from + end);
-            return Ok(Head { bytes: buf, read_past_end });
+            return Ok(Head { bytes: buf, more_may_follow });
         }
         if filled == MAX_HEAD || !could_be_head(&buf[search_from..filled]) {
             return Err(fail(Status::BadRequest, &buf[..filled]));
@@ -191,25 +196,40 @@ fn is_http_version(v: &str) -> bool {
     matches!(v.strip_prefix("HTTP/").map(str::as_bytes), Some([major, b'.', minor]) if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
+/// A request target as a path below the served root.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LocalPath {
+    /// The names, in order: never empty, `.`, `..`, or holding a `/` or NUL.
+    pub segments: Vec<OsString>,
+    /// Whether a `/` follows the last name (`/a/`, `/a/.`, `/a//`), which
+    /// only a directory can satisfy: the skeleton's `stat("a/")` fails with
+    /// ENOTDIR when `a` is a file. The root counts as a directory.
+    pub dir_only: bool,
+}
+
 /// Turns a request target into the path segments below the served root.
 /// The query and fragment are dropped, `%XX` escapes are decoded, and empty
 /// and `.` segments are skipped. A `..` segment (written plainly or encoded)
 /// is a 403; a bad escape or a NUL byte is a 400.
-pub fn decode_path(target: &str) -> Result<Vec<OsString>, Status> {
+pub fn decode_path(target: &str) -> Result<LocalPath, Status> {
     let path = target.split(['?', '#']).next().unwrap_or("");
     let bytes = percent_decode(path).ok_or(Status::BadRequest)?;
     if bytes.contains(&0) {
         return Err(Status::BadRequest);
     }
     let mut segments = Vec::new();
+    let mut dir_only = true;
     for segment in bytes.split(|&b| b == b'/') {
         match segment {
-            b"" | b"." => {}
+            b"" | b"." => dir_only = true,
             b".." => return Err(Status::Forbidden),
-            name => segments.push(OsString::from_vec(name.to_vec())),
+            name => {
+                segments.push(OsString::from_vec(name.to_vec()));
+                dir_only = false;
+            }
         }
     }
-    Ok(segments)
+    Ok(LocalPath { segments, dir_only })
 }
 
 /// Decodes `%XX` escapes; `None` if an escape is cut short or not hex.
@@ -237,7 +257,7 @@ mod tests {
     use super::*;
 
     fn segs(target: &str) -> Result<Vec<String>, Status> {
-        decode_path(target).map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
+        decode_path(target).map(|p| p.segments.into_iter().map(|s| s.into_string().unwrap()).collect())
     }
 
     #[test]
@@ -300,7 +320,7 @@ mod tests {
         for _ in 0..50_000 {
             let target = crate::fuzz::target(&mut rng);
             match decode_path(&target) {
-                Ok(segments) => {
+                Ok(LocalPath { segments, .. }) => {
                     for s in &segments {
                         let b = s.as_encoded_bytes();
                         assert!(!b.is_empty() && b != b"." && b != b"..", "{target:?} -> {segments:?}");
@@ -335,6 +355,17 @@ mod tests {
         assert_eq!(segs("/a%20b%26c.txt?q=1#frag"), Ok(vec!["a b&c.txt".into()]));
         assert_eq!(segs("/%E2%9C%93"), Ok(vec!["\u{2713}".into()]));
         assert_eq!(segs("/a\\..\\b"), Ok(vec!["a\\..\\b".into()]));
+    }
+
+    #[test]
+    fn a_slash_after_the_last_name_asks_for_a_directory() {
+        let dir_only = |target: &str| decode_path(target).unwrap().dir_only;
+        for target in ["/", "/a/", "/a//", "/a/.", "/a/./", "/a%2F", "/a/?q=1", "/."] {
+            assert!(dir_only(target), "{target}");
+        }
+        for target in ["/a", "/a/b", "/a/./b", "/a?q=/", "/a#/"] {
+            assert!(!dir_only(target), "{target}");
+        }
     }
 
     #[test]

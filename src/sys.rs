@@ -122,6 +122,14 @@ impl Socket {
         Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) })
     }
 
+    /// Corresponds to `write(2)`, retried on EINTR: returns how many bytes of
+    /// `buf` the kernel took, which may be fewer than all of them.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        let n = cvt_r(|| unsafe { libc::write(self.raw(), buf.as_ptr().cast(), buf.len()) })?;
+        Ok(n as usize)
+    }
+
     /// Writes all of `buf`, looping over short writes.
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         write_all(self.raw(), buf)
