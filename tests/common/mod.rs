@@ -334,6 +334,42 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Connects with a receive buffer of about `rcvbuf` bytes (set before the
+/// connection exists, so the window the server sees is that small): a
+/// client whose reads the server feels at once.
+pub fn connect_small_window(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(rcvbuf).unwrap();
+    sock.connect(&addr.into()).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Reads `stream` at a steady `per_read` bytes every `every` for `lasting`,
+/// as a slow but live client does. Returns what it read.
+pub fn read_steadily(stream: &mut TcpStream, per_read: usize, every: Duration, lasting: Duration) -> Vec<u8> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; per_read];
+    while start.elapsed() < lasting {
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("a steady reader, after {} bytes: {e}", got.len()));
+        assert!(n > 0, "the stream ended after {} bytes while read steadily", got.len());
+        got.extend_from_slice(&buf[..n]);
+        thread::sleep(every);
+    }
+    got
+}
+
+/// Splits a response off `raw`: the head as text, and the bytes after it.
+pub fn split_head(raw: &[u8]) -> (String, &[u8]) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of head") + 4;
+    (String::from_utf8_lossy(&raw[..end]).into_owned(), &raw[end..])
+}
+
 /// Closes `stream` with a reset instead of a FIN, as a client that aborts
 /// does: `SO_LINGER` with a zero timeout, then close.
 pub fn close_with_reset(stream: TcpStream) {
