@@ -42,9 +42,6 @@ pub static server_files_directory: OnceLock<PathBuf> = OnceLock::new();
 pub static server_proxy_hostname: OnceLock<String> = OnceLock::new();
 /// The upstream port of proxy mode; 80 unless `--proxy` names one.
 pub static server_proxy_port: OnceLock<u16> = OnceLock::new();
-/// Which of the four servers this is. The skeleton chooses it at compile
-/// time (`#ifdef`); here each executable sets it once.
-pub static server_mode: OnceLock<Mode> = OnceLock::new();
 /// The port to listen on (`--port N`, default 8000; 0 lets the OS pick).
 pub static server_port: OnceLock<u16> = OnceLock::new();
 /// The size of poolserver's worker pool (`--num-threads N`).
@@ -312,7 +309,6 @@ pub fn parse_upstream(s: &str) -> Result<(String, u16), String> {
 
 /// Fills the globals from `config`. Called once, from `main`.
 pub fn install(config: Config) {
-    let _ = server_mode.set(config.mode);
     let _ = server_port.set(config.port);
     if let Some(n) = config.num_threads {
         let _ = num_threads.set(n);
@@ -338,11 +334,6 @@ pub fn files_root() -> Option<&'static Path> {
 pub fn proxy_upstream() -> Option<(&'static str, u16)> {
     let host = server_proxy_hostname.get()?;
     Some((host.as_str(), server_proxy_port.get().copied().unwrap_or(DEFAULT_PROXY_PORT)))
-}
-
-/// Whether this is `mode`'s executable.
-pub fn mode_is(mode: Mode) -> bool {
-    server_mode.get() == Some(&mode)
 }
 
 /// The settings in force (the defaults, before `install`).

@@ -23,6 +23,11 @@ pub struct Connection {
     pub sock: Socket,
     pub peer: SocketAddr,
     pub slot: Option<Slot>,
+    /// Whether the thread that runs the handler may return before the
+    /// connection is over. Only in threadserver, where nothing waits for
+    /// that thread; the basic server's accept loop, a pool worker and a
+    /// forked child's one thread must stay with their connection.
+    pub may_leave: bool,
 }
 
 /// A number of open connections, and a signal when it changes.

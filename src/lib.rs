@@ -5,7 +5,7 @@
 //!
 //! | homework part | file | function |
 //! |---|---|---|
-//! | 1. The server socket: bind, listen, accept (all four servers) | `src/server.rs` | `serve_forever` |
+//! | 1. The server socket: bind and listen (all four servers) | `src/server.rs`, `src/sys.rs` | `run` → `Socket::listen_any`; then `serve_forever` accepts |
 //! | 2. GET requests for files | `src/files.rs` | `handle_files_request`, `serve_file` |
 //! | 3. GET requests for directories | `src/files.rs` | `serve_directory` |
 //! | 4. The proxy | `src/proxy.rs` | `handle_proxy_request` |
@@ -43,7 +43,9 @@
 //! - `wq`: poolserver's work queue (`wq_push`, `wq_pop`).
 //! - `threads`: the cache of idle threads that connections run on.
 //! - `files`: files mode, `handle_files_request`.
-//! - `proxy`: proxy mode, `handle_proxy_request`: the two-thread relay.
+//! - `proxy`: proxy mode, `handle_proxy_request`: Part 4's two-thread relay loop.
+//! - `relay`: what makes that loop production-grade: shared state, aborts,
+//!   timeouts, the bulk buffer, the move to a fresh thread.
 //! - `request` and `response`: reading requests, writing responses.
 //! - `mime`: content types.
 //! - `log`: log lines, written without locks.
@@ -61,6 +63,7 @@ mod log;
 mod mime;
 mod modes;
 mod proxy;
+mod relay;
 mod request;
 mod response;
 mod server;

@@ -69,10 +69,12 @@ impl Dispatch {
     /// Hands `sock` to its handler, the way this mode does.
     pub fn dispatch(&self, listener: &Socket, sock: Socket, peer: SocketAddr) {
         let Some(slot) = OPEN_CONNECTIONS.try_acquire(self.max_connections()) else {
-            self.refuser.refuse(Connection { sock, peer, slot: None }, "too many connections");
+            self.refuser
+                .refuse(Connection { sock, peer, slot: None, may_leave: false }, "too many connections");
             return;
         };
-        let conn = Connection { sock, peer, slot: Some(slot) };
+        let may_leave = matches!(self.how, HandOff::Thread);
+        let conn = Connection { sock, peer, slot: Some(slot), may_leave };
         match &self.how {
             HandOff::Basic => serve_connection((conn, self.handler)),
             HandOff::Fork => {
@@ -109,8 +111,12 @@ fn serve_connection((conn, handler): (Connection, RequestHandler)) {
 /// log writes each line with one `write(2)`; the thread cache is switched
 /// off; a panic is printed by the log's hook, not std's; the configuration
 /// globals are read without locking once set; and the child leaves through
-/// `_exit`. What is left is glibc's own (malloc, starting threads), which
-/// glibc makes safe after fork.
+/// `_exit`. What is left is glibc's own: malloc and starting threads, whose
+/// locks glibc's fork resets in the child, and in proxy mode `getaddrinfo`.
+/// Of the locks that takes, fork resets those of NSS, stdio and the dynamic
+/// loader; the resolver's own (`resolv.conf`, `gai.conf`) it does not, and
+/// they are safe because no thread of this parent ever resolves a name:
+/// every connection, and so every `getaddrinfo`, is served in a child.
 /// Returns the child's pid, in the parent.
 #[allow(unsafe_code)]
 fn fork_handler(
@@ -119,18 +125,20 @@ fn fork_handler(
     refuser: &Refuser,
     handler: RequestHandler,
 ) -> Option<sys::Pid> {
-    let Connection { sock, peer, slot } = conn;
+    let Connection { sock, peer, slot, may_leave } = conn;
     let counted = slot.is_some();
     if let Some(slot) = slot {
         slot.hand_to_child();
     }
-    let conn = Connection { sock, peer, slot: None };
+    let conn = Connection { sock, peer, slot: None, may_leave };
     // SAFETY: the child's path takes no lock another thread may hold, as
     // this function's doc lists, and it leaves through `sys::exit_child`.
     match unsafe { sys::fork() } {
         Ok(Forked::Child) => {
             threads::forget_idle_in_child();
-            sys::close_inherited(listener);
+            // SAFETY: this child never touches the listener again, and leaves
+            // through `sys::exit_child`, which drops nothing.
+            unsafe { sys::close_inherited(listener) };
             let _ = sys::terminate_with_parent();
             let _ = sys::mask_shutdown_signals(false);
             serve_connection((conn, handler));
@@ -235,7 +243,7 @@ mod tests {
     fn a_panicking_handler_is_contained_and_its_fds_closed() {
         let sock = Socket::listen_any(0, 8).unwrap();
         let port = sock.local_addr().unwrap().port();
-        let conn = Connection { sock, peer: "127.0.0.1:1".parse().unwrap(), slot: None };
+        let conn = Connection { sock, peer: "127.0.0.1:1".parse().unwrap(), slot: None, may_leave: false };
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
         serve_connection((conn, |_conn| panic!("a handler bug")));
         // The socket was closed as the panic unwound: nothing listens there now.
@@ -270,7 +278,12 @@ mod tests {
         let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let (sock, peer) = listener.accept().unwrap();
-        let conn = Connection { sock, peer, slot: Some(OPEN_CONNECTIONS.try_acquire(None).unwrap()) };
+        let conn = Connection {
+            sock,
+            peer,
+            slot: Some(OPEN_CONNECTIONS.try_acquire(None).unwrap()),
+            may_leave: false,
+        };
 
         let (held, all_held) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();

@@ -438,11 +438,18 @@ pub unsafe fn fork() -> io::Result<Forked> {
 }
 
 /// In a forked child, closes a descriptor inherited from the parent that the
-/// child will not use, such as the listening socket. The parent's owner of
-/// that fd lives on in the child's copy of memory but never runs again: the
-/// child leaves through [`exit_child`], which runs no destructors.
-pub fn close_inherited(fd: &impl AsRawFd) {
-    // SAFETY: called only in a forked child, on an fd that nothing in the child closes again.
+/// child will not use, such as the listening socket, behind the back of its
+/// owner in the child's copy of memory.
+///
+/// # Safety
+///
+/// The caller must be a forked child that never uses `fd`'s owner again and
+/// never drops it: it leaves through [`exit_child`], which runs no
+/// destructors. Otherwise the owner would use or close a number that may
+/// by then name another file.
+pub unsafe fn close_inherited(fd: &impl AsRawFd) {
+    // SAFETY: the caller keeps the conditions above: nothing in this process
+    // uses or closes this fd again.
     unsafe { libc::close(fd.as_raw_fd()) };
 }
 

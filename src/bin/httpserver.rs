@@ -1,4 +1,5 @@
-//! `httpserver`: the basic server, one connection at a time (homework part 1).
+//! `httpserver`: the basic server, which serves one connection at a time,
+//! in its accept loop (`serve_forever`).
 
 use std::process::ExitCode;
 

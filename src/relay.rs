@@ -1,0 +1,543 @@
+//! What makes Part 4's relay loop (`proxy::copy_direction`) production-grade.
+//! The loop reads, writes all of it, and passes the end of stream on; each
+//! piece here adds one thing to it, and says why.
+//!
+//! - **Shared state** ([`Relay`]): both sockets, owned here, so that each fd
+//!   is closed exactly once, after both threads are done with it (closing an
+//!   fd another thread is blocked on would not wake it, and its number could
+//!   be reused by the next `accept`). How the connection ends (the outcome,
+//!   whether it was aborted, which side got a clean end, how many directions
+//!   are done) sits behind one lock with its condition variable; it changes
+//!   only when a direction ends. The hot path touches only the last-activity
+//!   time, an atomic.
+//! - **Aborts are passed on as aborts** ([`Relay::abort`]). When one side
+//!   resets, or a read or write on it fails, the other side is reset too
+//!   ([`Socket::abort`]: RST at once, and the thread blocked on it wakes),
+//!   never sent a clean end of stream, so a client that reads to end of
+//!   stream cannot take a cut-short response for a whole one. The one side
+//!   spared is one that has already received all the aborting side sent,
+//!   and its clean end: it has lost nothing.
+//! - **Timeouts** (`--idle-timeout`, `--half-close-timeout`), kept with
+//!   `SO_RCVTIMEO`/`SO_SNDTIMEO` and the shared last-activity time: a read
+//!   that times out asks whether the *connection* has been idle, so that a
+//!   long one-way stream is never cut. Every byte the kernel takes from a
+//!   write counts as activity ([`Relay::write_all`]): a blocked write comes
+//!   back every quarter of the shortest timeout with what it moved, so a
+//!   slow reader is live, and a writer that moved nothing for the whole
+//!   timeout is idle. A timeout resets both sides.
+//! - **The bulk buffer** ([`CopyBuffer`]). A direction reads into 4 KiB on
+//!   its own stack, left uninitialised, so an idle connection holds no heap
+//!   buffer and only the stack pages its reads have written. While reads
+//!   keep filling it, it reads into 64 KiB on the heap instead, freed once
+//!   reads come back small.
+//! - **The move to a fresh thread** ([`move_to_fresh_thread`]). The kernel
+//!   keeps a 32 KiB page (`task_frag`) for every thread that has written to
+//!   a TCP socket, until the thread exits. So a direction that waits a
+//!   second for input hands its loop to a new thread, and the old thread
+//!   leaves with its page. The new thread's first read uses 256 bytes in a
+//!   frame of its own, so that its stack stays within the pages its start
+//!   touched. Only a direction whose thread may leave moves: the second
+//!   direction always, the first only where the dispatcher says nothing
+//!   waits for its thread (`Connection::may_leave`).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Settings;
+use crate::conns::{Connection, Slot};
+use crate::sys::Socket;
+use crate::{log, sync, threads};
+
+/// A direction reads into a buffer this size on its own stack.
+const SMALL_BUF: usize = 4 * 1024;
+/// A direction that has just moved to a fresh thread reads first into a
+/// buffer this small, so that the idle thread's stack stays within the
+/// pages its start touched.
+const FIRST_READ: usize = 256;
+/// A read that fills the small buffer means data is flowing in bulk: the
+/// direction then reads into a heap buffer this size, until reads come back
+/// smaller than `SMALL_BUF` again.
+const LARGE_BUF: usize = 64 * 1024;
+/// How long a direction that may move waits in `read()` before it moves to
+/// a fresh thread.
+const MOVE_WHEN_IDLE: Duration = Duration::from_secs(1);
+/// The longest a read waits before it looks at the connection's timeouts,
+/// when neither timeout is set.
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
+/// How a relayed connection ended: the first thing that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    ClientClosed,
+    UpstreamClosed,
+    /// The client reset the connection, or a read or write on it failed.
+    ClientAborted(String),
+    /// The upstream reset the connection, or a read or write on it failed.
+    UpstreamAborted(String),
+    IdleTimeout,
+    HalfCloseTimeout,
+    BadGateway(String),
+    NoThread,
+}
+
+impl Outcome {
+    fn is_abort(&self) -> bool {
+        !matches!(self, Outcome::ClientClosed | Outcome::UpstreamClosed)
+    }
+
+    /// The side whose failure ended the connection, if it was one side's.
+    fn aborting_side(&self) -> Option<Side> {
+        match self {
+            Outcome::ClientAborted(_) => Some(Side::Client),
+            Outcome::UpstreamAborted(_) => Some(Side::Upstream),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Outcome::ClientClosed => f.write_str("client closed"),
+            Outcome::UpstreamClosed => f.write_str("upstream closed"),
+            Outcome::ClientAborted(e) => write!(f, "client aborted ({e})"),
+            Outcome::UpstreamAborted(e) => write!(f, "upstream aborted ({e})"),
+            Outcome::IdleTimeout => f.write_str("idle timeout"),
+            Outcome::HalfCloseTimeout => f.write_str("half-close timeout"),
+            Outcome::BadGateway(why) => write!(f, "502 ({why})"),
+            Outcome::NoThread => f.write_str("no thread for the second direction"),
+        }
+    }
+}
+
+/// The line logged when a connection ends. `upstream` is the configured
+/// host and port, and the address that answered, if one did; `bytes` are
+/// client -> upstream and upstream -> client.
+pub fn log_end(
+    peer: SocketAddr,
+    upstream: (&str, u16, Option<SocketAddr>),
+    bytes: [u64; 2],
+    started: Instant,
+    end: &Outcome,
+) {
+    let (host, port, addr) = upstream;
+    let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
+    let [up, down] = bytes;
+    log::info(format_args!(
+        "proxy {peer} <-> {host}:{port}{addr}: {up} bytes client->upstream, {down} bytes upstream->client, \
+         {:.3} s, {end}",
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+/// One end of a relayed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client = 0,
+    Upstream = 1,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+
+    /// The outcome of a connection whose first event was a failed read or
+    /// write on this side.
+    fn aborted(self, e: &io::Error) -> Outcome {
+        match self {
+            Side::Client => Outcome::ClientAborted(log::describe(e)),
+            Side::Upstream => Outcome::UpstreamAborted(log::describe(e)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToUpstream = 0,
+    UpstreamToClient = 1,
+}
+
+impl Direction {
+    /// The side this direction reads from.
+    fn from(self) -> Side {
+        match self {
+            Direction::ClientToUpstream => Side::Client,
+            Direction::UpstreamToClient => Side::Upstream,
+        }
+    }
+
+    /// The side this direction writes to.
+    fn to(self) -> Side {
+        self.from().other()
+    }
+
+    /// The outcome of a connection whose first event was this direction's end of stream.
+    fn closed(self) -> Outcome {
+        match self {
+            Direction::ClientToUpstream => Outcome::ClientClosed,
+            Direction::UpstreamToClient => Outcome::UpstreamClosed,
+        }
+    }
+}
+
+/// Why a direction stopped, other than a clean end of stream.
+pub enum Stop {
+    ReadFailed(io::Error),
+    WriteFailed(io::Error),
+    TimedOut(Outcome),
+}
+
+/// What one call of [`CopyBuffer::read`] did.
+pub enum Step {
+    /// Read some bytes, and wrote them all.
+    Copied,
+    EndOfStream,
+    /// Waited `MOVE_WHEN_IDLE` for input: time to move to a fresh thread.
+    Idle,
+}
+
+/// Whether a direction's loop ended, or carries on on another thread.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    Done,
+    Moved,
+}
+
+/// The upstream connection, and the names to log it by.
+pub struct Upstream {
+    pub sock: Socket,
+    /// The configured host and port.
+    pub host: &'static str,
+    pub port: u16,
+    /// The address that answered.
+    pub addr: SocketAddr,
+}
+
+/// How the connection stands at its end: everything that changes only when
+/// a direction ends, behind one lock.
+#[derive(Default)]
+struct End {
+    /// The first clean close, unless an abort came after it.
+    outcome: Option<Outcome>,
+    /// Set by the first abort; no end of stream counts as clean after it.
+    aborted: bool,
+    /// Per side: it has received everything the other side sent, and a
+    /// clean end of stream.
+    got_clean_end: [bool; 2],
+    /// How many directions are done.
+    done: u8,
+    /// The bytes each direction relayed, indexed by `Direction`.
+    bytes: [u64; 2],
+}
+
+/// The state the relay's threads share. The connection's slot is released
+/// when the last thread lets go of it, with the sockets.
+pub struct Relay {
+    client: Socket,
+    upstream: Socket,
+    peer: SocketAddr,
+    upstream_name: (&'static str, u16, SocketAddr),
+    _slot: Option<Slot>,
+    started: Instant,
+    /// Milliseconds after `started` of the last byte relayed either way.
+    last_activity_ms: AtomicU64,
+    idle_timeout: Option<Duration>,
+    half_close_timeout: Option<Duration>,
+    end: Mutex<End>,
+    end_changed: Condvar,
+}
+
+impl Relay {
+    /// The relay of `conn` to `upstream`. Both sockets get `TCP_NODELAY`:
+    /// the relay writes what it has read at once, and Nagle's algorithm
+    /// would hold a small write back for an ACK. Each socket's read timeout
+    /// is the wait of the direction that reads it; each write timeout, the
+    /// period a blocked write comes back after to report progress.
+    pub fn new(conn: Connection, upstream: Upstream, started: Instant, settings: &Settings) -> Relay {
+        let Connection { sock: client, peer, slot, may_leave } = conn;
+        let relay = Relay {
+            client,
+            upstream: upstream.sock,
+            peer,
+            upstream_name: (upstream.host, upstream.port, upstream.addr),
+            _slot: slot,
+            started,
+            last_activity_ms: AtomicU64::new(0),
+            idle_timeout: settings.idle_timeout,
+            half_close_timeout: settings.half_close_timeout,
+            end: Mutex::new(End::default()),
+            end_changed: Condvar::new(),
+        };
+        let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
+        let write_check = first_look.map(|d| d / 4);
+        let wait = first_look.unwrap_or(LONGEST_WAIT);
+        for (sock, may_move) in [(&relay.client, may_leave), (&relay.upstream, true)] {
+            let _ = sock.set_nodelay(true);
+            let _ = sock.set_read_timeout(Some(if may_move { wait.min(MOVE_WHEN_IDLE) } else { wait }));
+            let _ = sock.set_write_timeout(write_check);
+        }
+        relay
+    }
+
+    fn socket(&self, side: Side) -> &Socket {
+        match side {
+            Side::Client => &self.client,
+            Side::Upstream => &self.upstream,
+        }
+    }
+
+    /// The socket `dir` reads from and the socket it writes to.
+    pub fn reader_and_writer(&self, dir: Direction) -> (&Socket, &Socket) {
+        (self.socket(dir.from()), self.socket(dir.to()))
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last byte went either way.
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// How long `dir` may wait before it looks at the connection again:
+    /// until the idle timeout, and until the half-close timeout (counted
+    /// once the other direction has ended, and looked at at least that often
+    /// before). `Err` once the connection has timed out, with how.
+    fn next_read_timeout(&self, dir: Direction) -> Result<Duration, Outcome> {
+        let idle = self.idle_for();
+        let left =
+            |limit: Duration, how: Outcome| limit.checked_sub(idle).filter(|d| !d.is_zero()).ok_or(how);
+        let mut wait = LONGEST_WAIT;
+        if let Some(limit) = self.idle_timeout {
+            wait = left(limit, Outcome::IdleTimeout)?;
+        }
+        if let Some(grace) = self.half_close_timeout {
+            let half_closed = sync::lock(&self.end).got_clean_end[dir.from() as usize];
+            wait = wait.min(if half_closed { left(grace, Outcome::HalfCloseTimeout)? } else { grace });
+        }
+        Ok(wait)
+    }
+
+    /// Writes all of `data` to `to`. Every byte the kernel takes is activity,
+    /// however long the whole write takes. A write() that takes nothing for
+    /// the write-check period (`SO_SNDTIMEO`) comes back to see whether the
+    /// connection has timed out: a reader that stopped is idle.
+    pub fn write_all(&self, dir: Direction, to: &Socket, mut data: &[u8]) -> Result<(), Stop> {
+        self.touch(); // for the bytes just read
+        while !data.is_empty() {
+            match to.write(data) {
+                Ok(0) => return Err(Stop::WriteFailed(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    data = &data[n..];
+                    self.touch();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.next_read_timeout(dir).map_err(Stop::TimedOut)?;
+                }
+                Err(e) => return Err(Stop::WriteFailed(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes the end of stream `dir` read on to the other side, with
+    /// `shutdown(SHUT_WR)`: a half-close. After an abort there is nothing
+    /// to pass on.
+    pub fn pass_on_end_of_stream(&self, dir: Direction) {
+        let mut end = sync::lock(&self.end);
+        if end.aborted {
+            return;
+        }
+        end.outcome.get_or_insert(dir.closed());
+        if self.socket(dir.to()).shutdown(Shutdown::Write).is_ok() {
+            end.got_clean_end[dir.to() as usize] = true;
+        }
+    }
+
+    /// The outcome of `dir` stopping for `stop`.
+    pub fn cause(&self, dir: Direction, stop: Stop) -> Outcome {
+        match stop {
+            Stop::ReadFailed(e) => dir.from().aborted(&e),
+            Stop::WriteFailed(e) => dir.to().aborted(&e),
+            Stop::TimedOut(how) => how,
+        }
+    }
+
+    /// Ends the connection at once, because of `cause`. The first abort
+    /// resets both sides, which also wakes any thread blocked on either
+    /// socket, but spares the side that has received all the aborting side
+    /// sent and a clean end of stream. Later aborts are its consequences.
+    pub fn abort(&self, cause: Outcome) {
+        let mut end = sync::lock(&self.end);
+        if !end.outcome.as_ref().is_some_and(Outcome::is_abort) {
+            end.outcome = Some(cause.clone());
+        }
+        if std::mem::replace(&mut end.aborted, true) {
+            return;
+        }
+        let spared = cause.aborting_side().map(Side::other).filter(|&side| end.got_clean_end[side as usize]);
+        for side in [Side::Client, Side::Upstream] {
+            if Some(side) != spared {
+                let _ = self.socket(side).abort();
+            }
+        }
+    }
+
+    /// Marks `dir` done, having relayed `copied` bytes. The second direction
+    /// to be done logs how the connection ended, before anyone waiting is
+    /// woken: a forked child exits as soon as its connection is done.
+    pub fn direction_done(&self, dir: Direction, copied: u64) {
+        let mut end = sync::lock(&self.end);
+        end.bytes[dir as usize] += copied;
+        end.done += 1;
+        if end.done == 2 && log::info_enabled() {
+            let (host, port, addr) = self.upstream_name;
+            let outcome = end.outcome.clone().unwrap_or(Outcome::ClientClosed);
+            log_end(self.peer, (host, port, Some(addr)), end.bytes, self.started, &outcome);
+        }
+        self.end_changed.notify_all();
+    }
+
+    /// Blocks until both directions are done.
+    pub fn wait_until_both_done(&self) {
+        let mut end = sync::lock(&self.end);
+        while end.done < 2 {
+            end = sync::wait(&self.end_changed, end);
+        }
+    }
+}
+
+/// One direction's copy state: which buffer it reads into, and what it has
+/// copied. It moves with the direction when the direction moves.
+pub struct CopyBuffer {
+    /// The bulk buffer while reads keep filling the small one; else empty.
+    bulk: Vec<u8>,
+    copied: u64,
+    /// Whether this direction may move to a fresh thread.
+    may_move: bool,
+    /// On a fresh thread, and not yet copied anything there.
+    just_moved: bool,
+}
+
+impl CopyBuffer {
+    pub fn new(may_move: bool) -> CopyBuffer {
+        CopyBuffer { bulk: Vec::new(), copied: 0, may_move, just_moved: false }
+    }
+
+    /// The bytes this direction has copied.
+    pub fn copied(&self) -> u64 {
+        self.copied
+    }
+
+    /// Blocks in `read()` on `from` and hands what arrived to `write`. While
+    /// it waits, it keeps the connection's timeouts; a direction that may
+    /// move and has waited `MOVE_WHEN_IDLE` returns `Step::Idle`.
+    pub fn read(
+        &mut self,
+        relay: &Relay,
+        dir: Direction,
+        from: &Socket,
+        mut write: impl FnMut(&[u8]) -> Result<(), Stop>,
+    ) -> Result<Step, Stop> {
+        loop {
+            let (result, room) = if !self.bulk.is_empty() {
+                (read_then(from, &mut self.bulk, &mut write), LARGE_BUF)
+            } else if self.just_moved {
+                (read_on_stack_then::<FIRST_READ>(from, &mut write), FIRST_READ)
+            } else {
+                (read_on_stack_then::<SMALL_BUF>(from, &mut write), SMALL_BUF)
+            };
+            match result {
+                Ok(0) => return Ok(Step::EndOfStream),
+                Ok(n) => {
+                    self.copied += n as u64;
+                    self.size_buffer(n, room);
+                    if self.just_moved {
+                        // Written to: from here on, wait to move again.
+                        self.just_moved = false;
+                        let _ = from.set_read_timeout(Some(MOVE_WHEN_IDLE));
+                    }
+                    return Ok(Step::Copied);
+                }
+                Err(Stop::ReadFailed(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.may_move && !self.just_moved {
+                        return Ok(Step::Idle);
+                    }
+                    let wait = relay.next_read_timeout(dir).map_err(Stop::TimedOut)?;
+                    let _ = from.set_read_timeout(Some(wait));
+                }
+                Err(stop) => return Err(stop),
+            }
+        }
+    }
+
+    /// After a read of `n` bytes into `room`: to the bulk buffer if it filled
+    /// the small one, back to the stack once reads come back small.
+    fn size_buffer(&mut self, n: usize, room: usize) {
+        if room == SMALL_BUF && n == SMALL_BUF {
+            self.bulk = vec![0u8; LARGE_BUF];
+        } else if n < SMALL_BUF && !self.bulk.is_empty() {
+            self.bulk = Vec::new();
+        }
+    }
+}
+
+/// One read, through a buffer of `N` bytes on this call's own stack frame,
+/// and the write of what it read: the caller's frame stays small, and the
+/// thread touches the buffer's pages only while it is in use. `Ok(0)` is
+/// end of stream.
+#[inline(never)]
+fn read_on_stack_then<const N: usize>(
+    from: &Socket,
+    write: &mut impl FnMut(&[u8]) -> Result<(), Stop>,
+) -> Result<usize, Stop> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); N];
+    let data = from.read_uninit(&mut buf).map_err(Stop::ReadFailed)?;
+    if !data.is_empty() {
+        write(data)?;
+    }
+    Ok(data.len())
+}
+
+/// The same, through a buffer on the heap.
+fn read_then(
+    from: &Socket,
+    buf: &mut [u8],
+    write: &mut impl FnMut(&[u8]) -> Result<(), Stop>,
+) -> Result<usize, Stop> {
+    let n = from.read(buf).map_err(Stop::ReadFailed)?;
+    if n > 0 {
+        write(&buf[..n])?;
+    }
+    Ok(n)
+}
+
+/// Moves `dir`'s loop, with its copy state, to a new thread that runs
+/// `copy` on it; the caller's thread then leaves the relay. The new thread
+/// has written nothing yet, so it waits for the connection's timeouts, not
+/// to move again, until it has. If no thread can be made, `Err` gives the
+/// copy state back to carry on where it is.
+pub fn move_to_fresh_thread(
+    relay: &Arc<Relay>,
+    dir: Direction,
+    mut state: CopyBuffer,
+    copy: fn((Arc<Relay>, Direction, CopyBuffer)),
+) -> Result<(), CopyBuffer> {
+    state.just_moved = true;
+    state.bulk = Vec::new();
+    let (from, _) = relay.reader_and_writer(dir);
+    let wait = relay.next_read_timeout(dir).unwrap_or(Duration::from_millis(1));
+    let _ = from.set_read_timeout(Some(wait));
+    threads::run_on_new_thread((Arc::clone(relay), dir, state), copy).map_err(|((_, _, state), _)| state)
+}
