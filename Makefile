@@ -45,8 +45,20 @@ demo: all
 	echo "open http://localhost:8000/  (the proxy on 8000 relays to www/ served on 8080; Ctrl-C stops both)"; \
 	./threadserver --proxy localhost:8080 --port 8000
 
-# Side by side with HAProxy, nginx and socat; writes bench/RESULTS.md. Not run by CI.
-bench: all
+# The relays a user of the homework would write or pick instead, built for
+# make bench: the homework's design in C, and tokio's copy_bidirectional.
+C_RELAY := bench/peers/c-relay/c-relay
+TOKIO_RELAY := bench/peers/tokio-relay/target/release/tokio-relay
+
+$(C_RELAY): bench/peers/c-relay/relay.c
+	$(CC) -O2 -Wall -Wextra -pthread -o $@ $<
+
+$(TOKIO_RELAY): bench/peers/tokio-relay/Cargo.toml bench/peers/tokio-relay/Cargo.lock bench/peers/tokio-relay/src/main.rs
+	$(CARGO) build --release --manifest-path bench/peers/tokio-relay/Cargo.toml
+
+# Side by side with HAProxy, nginx, socat and the two relays above; writes
+# bench/RESULTS.md. Not run by CI.
+bench: all $(C_RELAY) $(TOKIO_RELAY)
 	python3 bench/bench.py
 
 # The homework's Performance task: ab against the four servers; writes
@@ -56,4 +68,5 @@ answers: all
 
 clean:
 	$(CARGO) clean
-	rm -f $(SERVERS)
+	rm -f $(SERVERS) $(C_RELAY)
+	rm -rf bench/peers/tokio-relay/target

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""make bench: httpserver side by side with HAProxy, nginx and socat.
+"""make bench: httpserver side by side with HAProxy, nginx, socat, and two
+relays of the homework's own kind: a C relay as the homework describes it,
+and tokio's copy_bidirectional (both under bench/peers/, built by make).
 
 Everything runs on 127.0.0.1 against one nginx origin. Each metric is taken
 for every target in turn, over several interleaved rounds, and the median is
@@ -36,10 +38,16 @@ PROXIES = [  # name, port
     ("haproxy", 9101),
     ("nginx-stream", 9102),
     ("socat", 9103),
+    ("c-relay", 9107),
+    ("tokio-relay", 9108),
     ("threadserver", 9104),
     ("poolserver", 9105),
 ]
 PEERS = ["haproxy", "nginx-stream", "socat"]
+# The relays of the homework's own kind, each compared with on its own.
+DESIGN_PEERS = ["c-relay", "tokio-relay"]
+C_RELAY = os.path.join(BENCH, "peers", "c-relay", "c-relay")
+TOKIO_RELAY = os.path.join(BENCH, "peers", "tokio-relay", "target", "release", "tokio-relay")
 OURS = ["threadserver", "poolserver"]
 FILES_TARGETS = [  # name, port
     ("httpserver", 9110),
@@ -59,6 +67,8 @@ COMMANDS = {
     "newconn": "ab -q -n 10000 -c 20 http://127.0.0.1:PORT/1k.bin",
     "idle": f"bench/idle_conns.py 127.0.0.1 PORT {IDLE_CONNS} /1k.bin (the target's RSS, used memory and the kernel's counters, before and after)",
     "files": "ab -q -n 20000 -c 20 http://127.0.0.1:PORT/PATH",
+    "files_1m": "ab -q -n 2000 -c 10 http://127.0.0.1:PORT/1m.bin",
+    "files_256m": "curl -s -o /dev/null -w '%{speed_download}' http://127.0.0.1:PORT/256m.bin",
 }
 
 
@@ -73,6 +83,9 @@ def check_tools():
     for name in ["threadserver", "poolserver", "httpserver", "forkserver"]:
         if not os.access(os.path.join(ROOT, name), os.X_OK):
             sys.exit(f"bench: ./{name} is missing; run make first")
+    for peer in [C_RELAY, TOKIO_RELAY]:
+        if not os.access(peer, os.X_OK):
+            sys.exit(f"bench: {os.path.relpath(peer, ROOT)} is missing; run make bench, which builds it")
 
 
 class Procs:
@@ -166,6 +179,8 @@ def proxy_argv(name, port, tmp, pool_threads=128):
         "haproxy": ["haproxy", "-db", "-f", os.path.join(tmp, "haproxy.cfg")],
         "nginx-stream": ["nginx", "-p", tmp, "-e", os.path.join(tmp, "error.log"), "-c", os.path.join(tmp, "stream.conf")],
         "socat": ["socat", f"TCP-LISTEN:{port},bind={HOST},fork,reuseaddr,backlog=1024", f"TCP:{upstream}"],
+        "c-relay": [C_RELAY, str(port), HOST, str(ORIGIN_PORT)],
+        "tokio-relay": [TOKIO_RELAY, f"{HOST}:{port}", upstream],
         "threadserver": ours("threadserver"),
         "poolserver": ours("poolserver", "--num-threads", str(pool_threads)),
     }[name]
@@ -201,7 +216,8 @@ def wrk(port, conns):
 
 
 def ab(port, path="1k.bin", n=10000):
-    cmd = COMMANDS["files" if n == 20000 else "newconn"].replace("PORT", str(port)).replace("PATH", path)
+    key = {20000: "files", 2000: "files_1m"}.get(n, "newconn")
+    cmd = COMMANDS[key].replace("PORT", str(port)).replace("PATH", path)
     out = run(cmd)
     m = re.search(r"Requests per second:\s+([\d.]+)", out)
     failed = re.search(r"Failed requests:\s+(\d+)", out)
@@ -213,9 +229,13 @@ def ab(port, path="1k.bin", n=10000):
     return float(m.group(1))
 
 
-def bulk(port):
-    out = run(COMMANDS["bulk"].replace("PORT", str(port)))
-    return float(out.strip()) / 1e6
+def bulk(port, key="bulk"):
+    out = run(COMMANDS[key].replace("PORT", str(port)))
+    try:
+        return float(out.strip()) / 1e6
+    except ValueError:
+        print(f"  curl on {port} failed: {out.strip()[-200:]}", file=sys.stderr)
+        return None
 
 
 def meminfo():
@@ -395,13 +415,17 @@ def main():
         # Files mode.
         for name, port in FILES_TARGETS:
             procs.start(name, files_argv(name, port, tmp, www), port, cwd=tmp)
-        files = {name: {"1k": [], "dir": []} for name, _ in FILES_TARGETS}
+        files = {name: {"1k": [], "dir": [], "1m": [], "256m": []} for name, _ in FILES_TARGETS}
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}: files mode", flush=True)
             for name, port in FILES_TARGETS:
-                files[name]["1k"].append(ab(port, "1k.bin", 20000))
-                files[name]["dir"].append(ab(port, "", 20000))
-                print(f"  {name:18} {files[name]['1k'][-1]} req/s (1 KiB), {files[name]['dir'][-1]} req/s (/)", flush=True)
+                f = files[name]
+                f["1k"].append(ab(port, "1k.bin", 20000))
+                f["dir"].append(ab(port, "", 20000))
+                f["1m"].append(ab(port, "1m.bin", 2000))
+                f["256m"].append(bulk(port, "files_256m"))
+                print(f"  {name:18} {f['1k'][-1]} req/s (1 KiB), {f['dir'][-1]} req/s (/), "
+                      f"{f['1m'][-1]} req/s (1 MiB), {f['256m'][-1]} MB/s (256 MiB)", flush=True)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -455,7 +479,10 @@ def report(started, rounds, proxy, files):
     for k, v in COMMANDS.items():
         lines.append(f"- {k}: `{v}`")
     lines += ["- targets: HAProxy 2 `mode tcp`, 1 thread; nginx `stream` `proxy_pass`, 1 worker; "
-              "`socat TCP-LISTEN:PORT,fork TCP:origin`; `threadserver --proxy`; `poolserver --proxy --num-threads 128` "
+              "`socat TCP-LISTEN:PORT,fork TCP:origin`; `c-relay` (bench/peers/c-relay: a pthread per connection "
+              "plus one for the second direction, blocking read()/write() on 8 KiB, shutdown(SHUT_WR) at end of "
+              "stream, TCP_NODELAY on); `tokio-relay` (bench/peers/tokio-relay: tokio's multi-threaded runtime, "
+              "`copy_bidirectional`, TCP_NODELAY on); `threadserver --proxy`; `poolserver --proxy --num-threads 128` "
               f"(for idle memory, `--num-threads 2048`, so that all {IDLE_CONNS} connections are held at once; each "
               "worker serves one connection before the measurement, so that what a worker costs once is counted "
               "as the pool's). httpserver's servers run with `--quiet`.",
@@ -474,6 +501,28 @@ def report(started, rounds, proxy, files):
         rs = [ratio(proxy[o][key], peer, higher) for o in OURS]
         ratios[label] = rs
         lines.append(f"| {label} ({unit}) | " + " | ".join(row) + " | " + " | ".join(fmt(r) if r else "—" for r in rs) + " |")
+    lines += ["", "## Against relays of the homework's own design", "",
+              "Each ratio is ours against that one relay (above 1.0: ours is better; for latency and memory, "
+              "theirs / ours).", "",
+              "| metric | threadserver / c-relay | poolserver / c-relay | threadserver / tokio-relay | poolserver / tokio-relay |",
+              "|---|---|---|---|---|"]
+    for key, label, unit, higher in PROXY_METRICS:
+        rs = [ratio(proxy[o][key], proxy[d][key], higher) for d in DESIGN_PEERS for o in OURS]
+        lines.append(f"| {label} | " + " | ".join(f"{fmt(r)}×" if r else "—" for r in rs) + " |")
+    c = proxy["c-relay"]
+    design_goals = [  # label, goal, ours, metric, higher, threshold
+        ("keep-alive req/s vs c-relay", "threadserver ≥ 1.0×, poolserver ≥ 0.95×", "keepalive", True, [1.0, 0.95]),
+        ("keep-alive p99: c-relay's / ours", "threadserver ≥ 1.0×, poolserver ≥ 0.95×", "p99", False, [1.0, 0.95]),
+        ("one connection's round trips vs c-relay", "threadserver ≥ 1.0×", "single", True, [1.0, None]),
+        ("new connections/s vs c-relay", "threadserver ≥ 1.5×", "newconn", True, [1.5, None]),
+        ("bulk MB/s vs c-relay", "threadserver ≥ 1.0×", "bulk", True, [1.0, None]),
+    ]
+    lines += ["", "| target | goal | threadserver | poolserver | met |", "|---|---|---|---|---|"]
+    for label, goal, key, higher, floors in design_goals:
+        rs = [ratio(proxy[o][key], c[key], higher) for o in OURS]
+        judged = [(o, r, f) for o, r, f in zip(OURS, rs, floors) if f is not None]
+        met = all(r is not None and r >= f for _, r, f in judged)
+        lines.append(f"| {label} | {goal} | {fmt(rs[0])}× | {fmt(rs[1])}× | {'yes' if met else 'no'} |")
     lines += ["", "## Targets", "", "| target | goal | threadserver | poolserver | met |", "|---|---|---|---|---|"]
     hap, stream = proxy["haproxy"], proxy["nginx-stream"]
     better = lambda key, higher: best([hap[key], stream[key]], higher)
@@ -512,13 +561,30 @@ def report(started, rounds, proxy, files):
     for k in COUNTERS:
         lines.append(f"| {k} | " + " | ".join(fmt(proxy[n][k]) for n in names) + " |")
     lines += ["", "## Files mode (homework performance part)", "",
-              "`ab -n 20000 -c 20`, no keep-alive: a new connection per request. `/` is the directory listing "
-              "(nginx: `autoindex on`). Ratio: against nginx (1 worker).", "",
-              "| server | 1 KiB file (req/s) | ratio to nginx | `/` listing (req/s) | ratio to nginx |", "|---|---|---|---|---|"]
+              "1 KiB file and `/`: `ab -n 20000 -c 20`, no keep-alive, a new connection per request; `/` is the "
+              "directory listing (nginx: `autoindex on`). 1 MiB files: `ab -n 2000 -c 10`. 256 MiB: one download "
+              "with curl. nginx runs 1 worker with `sendfile on`. Ratio: against nginx.", "",
+              "| server | 1 KiB file (req/s) | ratio | `/` listing (req/s) | ratio | 1 MiB files (req/s) | ratio "
+              "| 256 MiB download (MB/s) | ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    nginx = files["nginx"]
     for name, _ in FILES_TARGETS:
         f = files[name]
-        lines.append(f"| {name} | {fmt(f['1k'])} | {fmt(ratio(f['1k'], files['nginx']['1k'], True))} | "
-                     f"{fmt(f['dir'])} | {fmt(ratio(f['dir'], files['nginx']['dir'], True))} |")
+        cells = [f"{fmt(f[k])} | {fmt(ratio(f[k], nginx[k], True))}" for k in ["1k", "dir", "1m", "256m"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    pool = lambda k: best([files["poolserver-4"][k], files["poolserver-32"][k]], True)
+    files_goals = [
+        ("256 MiB download vs nginx", "threadserver, poolserver ≥ 1.0×", "256m", {"threadserver": 1.0, "poolserver": 1.0}),
+        ("1 MiB files vs nginx", "threadserver, poolserver ≥ 1.0×", "1m", {"threadserver": 1.0, "poolserver": 1.0}),
+        ("1 KiB files vs nginx", "poolserver, httpserver ≥ 1.0×; threadserver ≥ 0.9×", "1k",
+         {"threadserver": 0.9, "poolserver": 1.0, "httpserver": 1.0}),
+    ]
+    lines += ["", "| target | goal | threadserver | poolserver (better of 4 and 32) | httpserver | met |",
+              "|---|---|---|---|---|---|"]
+    for label, goal, key, floors in files_goals:
+        got = {"threadserver": files["threadserver"][key], "poolserver": pool(key), "httpserver": files["httpserver"][key]}
+        rs = {n: ratio(v, nginx[key], True) for n, v in got.items()}
+        met = all(rs[n] is not None and rs[n] >= f for n, f in floors.items())
+        lines.append(f"| {label} | {goal} | " + " | ".join(f"{fmt(rs[n])}×" for n in got) + f" | {'yes' if met else 'no'} |")
     ratios["files mode 1 KiB vs nginx"] = [ratio(files["threadserver"]["1k"], files["nginx"]["1k"], True),
                                            ratio(best([files["poolserver-4"]["1k"], files["poolserver-32"]["1k"]], True),
                                                  files["nginx"]["1k"], True)]
