@@ -33,8 +33,17 @@ pub struct Connection {
 /// A number of open connections, and a signal when it changes.
 #[derive(Debug)]
 pub struct ConnCount {
-    open: Mutex<usize>,
+    counts: Mutex<Counts>,
     changed: Condvar,
+}
+
+#[derive(Debug)]
+pub struct Counts {
+    open: usize,
+    /// Threads waiting for `changed`. A change signals only when one is:
+    /// every connection changes the count twice, and a signal with no one
+    /// to hear it still costs a futex call.
+    waiting: usize,
 }
 
 /// The server's one count.
@@ -49,17 +58,17 @@ pub struct Slot {
 
 impl ConnCount {
     const fn new() -> ConnCount {
-        ConnCount { open: Mutex::new(0), changed: Condvar::new() }
+        ConnCount { counts: Mutex::new(Counts { open: 0, waiting: 0 }), changed: Condvar::new() }
     }
 
     /// Takes a slot, unless `max` connections are open already.
     pub fn try_acquire(&'static self, max: Option<usize>) -> Option<Slot> {
-        let mut open = self.lock();
-        if max.is_some_and(|max| *open >= max) {
+        let mut counts = self.lock();
+        if max.is_some_and(|max| counts.open >= max) {
             return None;
         }
-        *open += 1;
-        self.changed.notify_all();
+        counts.open += 1;
+        self.signal(&counts);
         Some(Slot { count: self })
     }
 
@@ -69,45 +78,55 @@ impl ConnCount {
     }
 
     fn release(&self) {
-        let mut open = self.lock();
-        *open = open.saturating_sub(1);
-        self.changed.notify_all();
+        let mut counts = self.lock();
+        counts.open = counts.open.saturating_sub(1);
+        self.signal(&counts);
+    }
+
+    fn signal(&self, counts: &Counts) {
+        if counts.waiting > 0 {
+            self.changed.notify_all();
+        }
     }
 
     pub fn open(&self) -> usize {
-        *self.lock()
+        self.lock().open
     }
 
     /// Blocks while no connection is open.
     pub fn wait_for_any(&self) {
-        let mut open = self.lock();
-        while *open == 0 {
-            open = sync::wait(&self.changed, open);
+        let mut counts = self.lock();
+        while counts.open == 0 {
+            counts.waiting += 1;
+            counts = sync::wait(&self.changed, counts);
+            counts.waiting -= 1;
         }
     }
 
     /// Waits until no connection is open, or `deadline` passes. Returns
     /// whether all connections finished.
     pub fn wait_for_none(&self, deadline: Instant) -> bool {
-        let mut open = self.lock();
-        while *open > 0 {
+        let mut counts = self.lock();
+        while counts.open > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            open = sync::wait_timeout(&self.changed, open, left).0;
+            counts.waiting += 1;
+            counts = sync::wait_timeout(&self.changed, counts, left).0;
+            counts.waiting -= 1;
         }
         true
     }
 
-    fn lock(&self) -> MutexGuard<'_, usize> {
-        sync::lock(&self.open)
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        sync::lock(&self.counts)
     }
 
     /// Holds the count's lock, as another thread of the server may at any
     /// moment: for the fork-safety test.
     #[cfg(test)]
-    pub fn hold_lock(&self) -> MutexGuard<'_, usize> {
+    pub fn hold_lock(&self) -> MutexGuard<'_, Counts> {
         self.lock()
     }
 }
