@@ -60,6 +60,10 @@ pub struct Settings {
     /// no byte for this long ends the connection. `None` (0 on the command
     /// line) waits for ever.
     pub send_timeout: Option<Duration>,
+    /// Files mode sends file bodies with sendfile(2); `--no-sendfile` sends
+    /// them with read() and write(), for file systems where sendfile
+    /// misbehaves.
+    pub sendfile: bool,
     /// `--connect-timeout SECS`: how long one connect attempt to the upstream may take.
     pub connect_timeout: Duration,
     /// `--idle-timeout SECS`: a proxied connection with no byte either way for
@@ -84,6 +88,7 @@ impl Default for Settings {
             quiet: false,
             request_timeout: Duration::from_secs(10),
             send_timeout: Some(Duration::from_secs(60)),
+            sendfile: true,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(300)),
             half_close_timeout: Some(Duration::from_secs(30)),
@@ -176,6 +181,7 @@ fn command_line() -> getopts::Options {
             "on SIGINT/SIGTERM, time open connections get to finish (default 5)",
             "SECS",
         )
+        .optflag("", "no-sendfile", "files mode: send file bodies with read() and write(), not sendfile(2)")
         .optflag("", "quiet", "do not log a line per connection or request")
         .optflag("h", "help", "print this help and exit");
     opts
@@ -225,7 +231,11 @@ pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
         (None, None) => return Err("give either --files DIR or --proxy HOST[:PORT]".into()),
         (Some(_), Some(_)) => return Err("give either --files or --proxy, not both".into()),
     };
-    let mut settings = Settings { quiet: matches.opt_present("quiet"), ..Settings::default() };
+    let mut settings = Settings {
+        quiet: matches.opt_present("quiet"),
+        sendfile: !matches.opt_present("no-sendfile"),
+        ..Settings::default()
+    };
     if let Some(s) = matches.opt_str("request-timeout") {
         settings.request_timeout = parse_seconds("--request-timeout", &s, 1)?;
     }
@@ -363,6 +373,8 @@ mod tests {
         assert_eq!(c.target, Target::Files(PathBuf::from("/")));
         assert_eq!(c.num_threads, None);
         assert!(!c.settings.quiet);
+        assert!(c.settings.sendfile);
+        assert!(!run(Mode::Thread, "--files / --no-sendfile").settings.sendfile);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,10 +13,7 @@ use crate::conns::Connection;
 use crate::request::{self, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
 use crate::sys::Socket;
-use crate::{config, log, mime};
-
-/// Files are streamed in chunks of this size; a file is never read whole.
-const CHUNK: usize = 64 * 1024;
+use crate::{body, config, log, mime};
 
 /// What a request resolves to.
 enum Resource {
@@ -165,8 +162,8 @@ fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) 
 }
 
 /// Skeleton: `serve_file`. `200 OK` with the file's type and length, then
-/// its bytes in chunks (none for HEAD). If the file changes size meanwhile,
-/// no more than the announced length is sent.
+/// its bytes (none for HEAD). How the bytes go out, and what happens if the
+/// file changes size meanwhile, is `body::send_file`'s.
 fn serve_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -178,23 +175,8 @@ fn serve_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> i
     if head_only {
         return sock.write_all(head.as_bytes());
     }
-    // The head and the first chunk go out in one write: a small file is one
-    // write and, on the wire, one segment.
-    let mut buf = vec![0u8; head.len() + CHUNK.min(len as usize)];
-    buf[..head.len()].copy_from_slice(head.as_bytes());
-    let mut filled = head.len();
-    let mut body = file.take(len);
-    loop {
-        let n = body.read(&mut buf[filled..])?;
-        if filled + n > 0 {
-            sock.write_all(&buf[..filled + n])?;
-            sent.body_bytes += n as u64;
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        filled = 0;
-    }
+    let use_sendfile = config::settings().sendfile;
+    body::send_file(sock, &file, head.as_bytes(), len, use_sendfile, &mut sent.body_bytes)
 }
 
 /// Skeleton: `serve_directory`. `200 OK` with an HTML page that links to the

@@ -43,6 +43,8 @@
 //! - `wq`: poolserver's work queue (`wq_push`, `wq_pop`).
 //! - `threads`: the cache of idle threads that connections run on.
 //! - `files`: files mode, `handle_files_request`.
+//! - `body`: sending a file's body: sendfile(2), its fallback, and files
+//!   that change size while they are sent.
 //! - `proxy`: proxy mode, `handle_proxy_request`: Part 4's two-thread relay loop.
 //! - `relay`: what makes that loop production-grade: shared state, aborts,
 //!   timeouts, the bulk buffer, the move to a fresh thread.
@@ -54,6 +56,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod body;
 mod config;
 mod conns;
 mod files;

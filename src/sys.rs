@@ -130,6 +130,34 @@ impl Socket {
         Ok(n as usize)
     }
 
+    /// Corresponds to `send(2)` with `MSG_MORE`, looping over short sends:
+    /// all of `buf` is handed over, but the kernel holds it back until more
+    /// follows, so that a head and the body sent after it share segments.
+    pub fn send_all_more(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+            let n =
+                cvt_r(|| unsafe { libc::send(self.raw(), buf.as_ptr().cast(), buf.len(), libc::MSG_MORE) })?;
+            buf = &buf[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// Corresponds to `sendfile(2)`: the kernel sends up to `count` bytes of
+    /// `file`, from `*offset` on, to this socket, without copying them
+    /// through user space, and advances `*offset` past what it sent. Returns
+    /// how many bytes that was: fewer than `count` when the send timeout
+    /// cut a slow send short, and 0 at the end of the file.
+    pub fn sendfile(&self, file: &impl AsRawFd, offset: &mut u64, count: usize) -> io::Result<usize> {
+        let mut off = libc::off_t::try_from(*offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: `off` is a valid, writable off_t; sendfile() takes no other pointers.
+        let n = cvt_r(|| unsafe { libc::sendfile(self.raw(), fd, &mut off, count) })? as usize;
+        *offset += n as u64;
+        Ok(n)
+    }
+
     /// Writes all of `buf`, looping over short writes.
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         write_all(self.raw(), buf)

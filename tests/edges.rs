@@ -176,22 +176,6 @@ per_server! {
     }
 }
 
-/// What a proxied download of `origins::stream_pattern` should carry at
-/// `offset` of its body.
-fn pattern_at(offset: usize, len: usize) -> Vec<u8> {
-    const CHUNK: usize = 64 * 1024;
-    let mut out = Vec::with_capacity(len);
-    let mut at = offset;
-    while out.len() < len {
-        let chunk = origins::pattern_chunk((at / CHUNK) as u64);
-        let from = at % CHUNK;
-        let take = (CHUNK - from).min(len - out.len());
-        out.extend_from_slice(&chunk[from..from + take]);
-        at += take;
-    }
-    out
-}
-
 per_server! {
     /// A client reading 8 KiB/s through the proxy keeps the connection alive
     /// for three times `--idle-timeout`: every byte the kernel takes from a
@@ -206,7 +190,7 @@ per_server! {
         let raw = common::read_steadily(&mut stream, 4096, Duration::from_millis(500), Duration::from_secs(9));
         let (head, got) = common::split_head(&raw);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{server}: {head}");
-        assert!(got == pattern_at(0, got.len()), "{server}: the first {} bytes differ", got.len());
+        assert!(got == origins::pattern_at(0, got.len()), "{server}: the first {} bytes differ", got.len());
         assert!(
             !relay.stdout_lines().iter().any(|l| l.contains("idle timeout")),
             "{server}: a reader that was reading was cut as idle"
@@ -222,6 +206,6 @@ per_server! {
             Ok(n) => panic!("{server}: the proxy ended the stream cleanly after {n} more bytes; idle must reset"),
             Err(e) => panic!("{server}: expected a reset, got {e}"),
         }
-        assert!(rest == pattern_at(got.len(), rest.len()), "{server}: the bytes before the reset differ");
+        assert!(rest == origins::pattern_at(got.len(), rest.len()), "{server}: the bytes before the reset differ");
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::fs::symlink;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -60,33 +60,6 @@ per_server! {
     }
 }
 
-/// Writes 256 MiB of the origins' pattern into `path`.
-fn write_pattern_file(path: &std::path::Path, total: u64) {
-    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
-    for index in 0..total / (64 * 1024) {
-        f.write_all(&origins::pattern_chunk(index)).unwrap();
-    }
-    f.flush().unwrap();
-}
-
-/// Reads a response head off `reader`, then checks a body of `total` bytes
-/// of the pattern.
-fn read_pattern_response(reader: &mut impl Read, total: u64, what: &str) {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        reader.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.contains(&format!("Content-Length: {total}")), "{what}: {head}");
-    let mut got = vec![0u8; 64 * 1024];
-    for index in 0..total / (64 * 1024) {
-        reader.read_exact(&mut got).unwrap_or_else(|e| panic!("{what}: chunk {index}: {e}"));
-        assert!(got == origins::pattern_chunk(index), "{what}: chunk {index} differs");
-    }
-}
-
 /// A client that asks for 256 MiB and reads nothing for 3 s: the server
 /// does not buffer the rest (RSS grows by less than 16 MiB), and the
 /// transfer then completes byte-exact. Through the proxy, and from files mode.
@@ -94,7 +67,7 @@ fn read_pattern_response(reader: &mut impl Read, total: u64, what: &str) {
 fn a_stalled_reader_never_makes_the_server_buffer_without_bound() {
     const TOTAL: u64 = 256 << 20;
     let dir = TempDir::new("stalled");
-    write_pattern_file(&dir.path().join("big.bin"), TOTAL);
+    origins::write_pattern_file(&dir.path().join("big.bin"), TOTAL);
     let origin = Origin::start(origins::stream_pattern(TOTAL));
     let files = Server::start("threadserver", &["--files", dir.str(), "--quiet"]);
     let relay = Server::start("threadserver", &["--proxy", &origin.proxy_arg(), "--quiet"]);
@@ -106,7 +79,7 @@ fn a_stalled_reader_never_makes_the_server_buffer_without_bound() {
         let stalled = server.rss_kib();
         let growth = stalled.saturating_sub(before);
         assert!(growth < 16 * 1024, "{what}: RSS grew by {growth} KiB while the client stalled");
-        read_pattern_response(&mut BufReader::with_capacity(1 << 16, stream), TOTAL, what);
+        origins::read_pattern_response(&mut BufReader::with_capacity(1 << 16, stream), TOTAL, what);
     }
 }
 

@@ -150,18 +150,7 @@ per_server! {
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let mut reader = BufReader::with_capacity(1 << 16, common::connect(relay.addr()));
         reader.get_mut().write_all(request("/big").as_bytes()).unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            reader.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        assert!(String::from_utf8_lossy(&head).contains(&format!("Content-Length: {TOTAL}")));
-        let mut got = vec![0u8; 64 * 1024];
-        for index in 0..TOTAL / (64 * 1024) {
-            reader.read_exact(&mut got).unwrap_or_else(|e| panic!("{name}: chunk {index}: {e}"));
-            assert!(got == origins::pattern_chunk(index), "{name}: chunk {index} differs");
-        }
+        origins::read_pattern_response(&mut reader, TOTAL, name);
         let mut rest = Vec::new();
         reader.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty(), "{name}: {} bytes past the end", rest.len());

@@ -191,7 +191,51 @@ pub fn stream_pattern(total: u64) -> impl Fn(TcpStream) + Send + Sync + 'static 
 
 /// Chunk `index` (64 KiB) of the pattern that [`stream_pattern`] sends.
 pub fn pattern_chunk(index: u64) -> Vec<u8> {
-    super::random_bytes(64 * 1024, index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5eed)
+    super::random_bytes(PATTERN_CHUNK, index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5eed)
+}
+
+const PATTERN_CHUNK: usize = 64 * 1024;
+
+/// The `len` bytes of the pattern from `offset` on.
+pub fn pattern_at(offset: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut at = offset;
+    while out.len() < len {
+        let chunk = pattern_chunk((at / PATTERN_CHUNK) as u64);
+        let from = at % PATTERN_CHUNK;
+        let take = (PATTERN_CHUNK - from).min(len - out.len());
+        out.extend_from_slice(&chunk[from..from + take]);
+        at += take;
+    }
+    out
+}
+
+/// Writes the first `total` bytes of the pattern (a whole number of
+/// chunks) into `path`, for files mode to serve.
+pub fn write_pattern_file(path: &std::path::Path, total: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for index in 0..total / PATTERN_CHUNK as u64 {
+        f.write_all(&pattern_chunk(index)).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// Reads a response head off `reader`, then checks a body of `total` bytes
+/// (a whole number of chunks) of the pattern, chunk by chunk.
+pub fn read_pattern_response(reader: &mut impl Read, total: u64, what: &str) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        reader.read_exact(&mut byte).unwrap_or_else(|e| panic!("{what}: the head: {e}"));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.contains(&format!("Content-Length: {total}")), "{what}: {head}");
+    let mut got = vec![0u8; PATTERN_CHUNK];
+    for index in 0..total / PATTERN_CHUNK as u64 {
+        reader.read_exact(&mut got).unwrap_or_else(|e| panic!("{what}: chunk {index}: {e}"));
+        assert!(got == pattern_chunk(index), "{what}: chunk {index} differs");
+    }
 }
 
 /// Reads a little of the request, sends the start of a response, then closes

@@ -1,0 +1,136 @@
+//! File bodies by sendfile(2), and by the read/write loop that stands in for
+//! it (`--no-sendfile`): byte-exact at the sizes where buffers and pages
+//! end, for a 256 MiB file, for HEAD, and for files that shrink or grow
+//! while they are sent.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+
+use common::{eventually, Response, Server, TempDir};
+
+/// Sizes around the places where a page, the stack buffer and the 64 KiB
+/// chunk end.
+const SIZES: [usize; 10] = [0, 1, 4095, 4096, 4097, 65535, 65536, 65537, 200_003, (1 << 20) + 3];
+
+/// Both ways a body can go: sendfile(2), and the read/write loop.
+const BODY_PATHS: [&[&str]; 2] = [&[], &["--no-sendfile"]];
+
+fn start(server: &str, dir: &TempDir, extra: &[&str]) -> Server {
+    let mut args = vec!["--files", dir.str()];
+    args.extend_from_slice(extra);
+    Server::start(server, &args)
+}
+
+per_server! {
+    fn every_size_arrives_byte_exact_by_sendfile_and_by_the_fallback(server) {
+        let dir = TempDir::new("sizes");
+        for size in SIZES {
+            fs::write(dir.path().join(format!("{size}.bin")), common::random_bytes(size, size as u64)).unwrap();
+        }
+        for extra in BODY_PATHS {
+            let s = start(server, &dir, extra);
+            for size in SIZES {
+                let path = format!("/{size}.bin");
+                let raw = common::exchange(s.addr(), format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+                let r = Response::parse(&raw);
+                r.assert_well_formed(200, "OK");
+                assert!(r.body == common::random_bytes(size, size as u64), "{server} {extra:?} {path}: body differs");
+                // HEAD: the same head, and not one byte of the body.
+                let head = Response::parse(&common::exchange(s.addr(), format!("HEAD {path} HTTP/1.0\r\n\r\n").as_bytes()));
+                assert_eq!(head.head, r.head, "{server} {extra:?} HEAD {path}");
+                assert!(head.body.is_empty(), "{server} {extra:?} HEAD {path}: {} body bytes", head.body.len());
+                let logged = format!("\"GET {path} HTTP/1.0\" 200 {size} ");
+                eventually("the log line", || s.stdout_lines().iter().any(|l| l.contains(&logged)));
+            }
+        }
+    }
+}
+
+/// A 256 MiB file, from every server, checked chunk by chunk as it arrives.
+#[test]
+fn a_256_mib_file_arrives_byte_exact_from_every_server() {
+    const TOTAL: u64 = 256 << 20;
+    let dir = TempDir::new("sendfile-256m");
+    common::origins::write_pattern_file(&dir.path().join("big.bin"), TOTAL);
+    for server in common::SERVERS {
+        let s = start(server, &dir, &["--quiet"]);
+        let mut stream = common::connect(s.addr());
+        stream.write_all(b"GET /big.bin HTTP/1.0\r\n\r\n").unwrap();
+        let mut reader = BufReader::with_capacity(1 << 16, stream);
+        common::origins::read_pattern_response(&mut reader, TOTAL, server);
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{server}: {} bytes past the body", rest.len());
+    }
+}
+
+/// Opens a download of `path` by a client that reads a little and then
+/// stops for now: the server is left blocked in the middle of the body.
+/// Returns the stream and what it read.
+fn stalled_download(s: &Server, path: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = common::connect_small_window(s.addr(), 4096);
+    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).unwrap();
+    let mut first = vec![0u8; 1024];
+    stream.read_exact(&mut first).unwrap();
+    (stream, first)
+}
+
+/// Reads the rest of a stalled download to its end, and splits the whole
+/// response into its head and body.
+fn finish(mut stream: TcpStream, mut raw: Vec<u8>, what: &str) -> (String, Vec<u8>) {
+    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{what}: {e} after {} bytes", raw.len()));
+    let (head, body) = common::split_head(&raw);
+    (head, body.to_vec())
+}
+
+per_server! {
+    /// A file truncated while it is sent ends the response short: no
+    /// padding, no hang, and the log line says how far it got, which is
+    /// exactly what the client received.
+    fn a_file_that_shrinks_while_it_is_sent_ends_the_response_short(server) {
+        const SIZE: usize = 32 << 20;
+        let dir = TempDir::new("shrinks");
+        let data = common::random_bytes(SIZE, 32);
+        for extra in BODY_PATHS {
+            let what = format!("{server} {extra:?}");
+            fs::write(dir.path().join("big.bin"), &data).unwrap();
+            let s = start(server, &dir, extra);
+            let (stream, first) = stalled_download(&s, "/big.bin");
+            let port = stream.local_addr().unwrap().port();
+            OpenOptions::new().write(true).open(dir.path().join("big.bin")).unwrap().set_len(0).unwrap();
+            let (head, body) = finish(stream, first, &what);
+            assert!(head.contains(&format!("Content-Length: {SIZE}\r\n")), "{what}: {head}");
+            assert!(body.len() < SIZE, "{what}: the whole file arrived after the truncation");
+            assert!(body == data[..body.len()], "{what}: the bytes before the end differ");
+            let prefix = format!("127.0.0.1:{port} \"GET /big.bin HTTP/1.0\" 200 {} ", body.len());
+            let ending = format!("(not sent in full: the file ended after {} of its {SIZE} bytes)", body.len());
+            eventually("the cut-short log line", || {
+                s.stdout_lines().iter().any(|l| l.starts_with(&prefix) && l.ends_with(&ending))
+            });
+        }
+    }
+}
+
+per_server! {
+    /// A file that grows while it is sent is sent up to the length its head
+    /// announced, and the connection ends cleanly.
+    fn a_file_that_grows_while_it_is_sent_is_sent_as_announced(server) {
+        const SIZE: usize = 16 << 20;
+        let dir = TempDir::new("grows");
+        let data = common::random_bytes(SIZE, 16);
+        for extra in BODY_PATHS {
+            let what = format!("{server} {extra:?}");
+            fs::write(dir.path().join("big.bin"), &data).unwrap();
+            let s = start(server, &dir, &[&["--quiet"], extra].concat());
+            let (stream, first) = stalled_download(&s, "/big.bin");
+            let mut file = OpenOptions::new().append(true).open(dir.path().join("big.bin")).unwrap();
+            file.write_all(&common::random_bytes(1 << 20, 99)).unwrap();
+            let (head, body) = finish(stream, first, &what);
+            assert!(head.contains(&format!("Content-Length: {SIZE}\r\n")), "{what}: {head}");
+            assert!(body == data, "{what}: {} bytes, or not the file as it was announced", body.len());
+        }
+    }
+}
