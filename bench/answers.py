@@ -13,6 +13,7 @@ Usage: bench/answers.py [--n 500,5000,20000] [--c 1,10,100,500]
 """
 import argparse
 import datetime
+import html
 import os
 import platform
 import re
@@ -23,8 +24,6 @@ import sys
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-sys.path.insert(0, BENCH)
-from bench import escape  # noqa: E402  (the SVG text escaping make bench uses)
 
 SERVERS = ["httpserver", "forkserver", "threadserver", "poolserver"]
 PAGE = "/index.html"
@@ -180,7 +179,7 @@ def svg(results, n, cs):
                 out.append(f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3" fill="{COLORS[s]}"/>')
         ly = top + 10 + i * 20
         out.append(f'<rect x="{width - right + 15}" y="{ly - 9}" width="12" height="12" fill="{COLORS[s]}"/>')
-        out.append(f'<text x="{width - right + 32}" y="{ly + 1}">{escape(s)}</text>')
+        out.append(f'<text x="{width - right + 32}" y="{ly + 1}">{html.escape(s)}</text>')
     out.append("</svg>\n")
     return "\n".join(out)
 

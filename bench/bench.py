@@ -11,6 +11,7 @@ Usage: bench/bench.py [--rounds N]
 """
 import argparse
 import datetime
+import html
 import os
 import platform
 import re
@@ -614,7 +615,7 @@ def svg_chart(ratios):
         out.append(f'<text x="{left + i * 160 + 18}" y="40">{name}</text>')
     y = top
     for label, rs in rows:
-        out.append(f'<text x="{left - 8}" y="{y + bar_h + 4}" text-anchor="end">{escape(label)}</text>')
+        out.append(f'<text x="{left - 8}" y="{y + bar_h + 4}" text-anchor="end">{html.escape(label)}</text>')
         for i, r in enumerate(rs):
             w = (r or 0) * scale
             out.append(f'<rect x="{left}" y="{y + i * bar_h}" width="{w:.1f}" height="{bar_h - 2}" fill="{colors[i]}"/>')
@@ -625,10 +626,6 @@ def svg_chart(ratios):
     out.append(f'<text x="{x1 + 4:.1f}" y="{y + 14}" fill="#c00">1.0 = the best peer</text>')
     out.append("</svg>\n")
     return "\n".join(out)
-
-
-def escape(s):
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 if __name__ == "__main__":

@@ -60,8 +60,6 @@ mod body;
 mod config;
 mod conns;
 mod files;
-#[cfg(test)]
-mod fuzz;
 mod log;
 mod mime;
 mod modes;

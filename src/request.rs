@@ -252,9 +252,93 @@ fn hex_value(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// Generators of hostile input for the property tests of the parser, the
+/// path normaliser and the files resolver. proptest shrinks a failure to
+/// the smallest input that still fails.
+#[cfg(test)]
+pub mod strategies {
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+
+    /// Pieces that path attacks are made of, and some harmless ones.
+    const PATH_PIECES: &[&str] = &[
+        "/",
+        "//",
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%2F",
+        "%5c",
+        "\\",
+        "%00",
+        "%",
+        "%zz",
+        "%2",
+        "etc",
+        "passwd",
+        "a",
+        "b c",
+        "%20",
+        "index.html",
+        "?",
+        "#",
+        "~",
+        "%252e",
+        "..%2f",
+        "%c0%ae",
+        "\u{2713}",
+        "out",
+        "in",
+    ];
+
+    /// A request target made of attack pieces, usually starting with `/`,
+    /// a slash after a third of the pieces.
+    pub fn hostile_target() -> impl Strategy<Value = String> {
+        let piece = (select(PATH_PIECES), prop::bool::weighted(1.0 / 3.0));
+        (prop::bool::weighted(0.9), prop::collection::vec(piece, 0..12)).prop_map(|(rooted, pieces)| {
+            let mut t = String::from(if rooted { "/" } else { "" });
+            for (piece, slash) in pieces {
+                t.push_str(piece);
+                if slash {
+                    t.push('/');
+                }
+            }
+            t
+        })
+    }
+
+    /// A request head: raw bytes, or well-formed around a hostile target
+    /// with hostile parts, or a good head with a few bytes overwritten.
+    pub fn hostile_head() -> impl Strategy<Value = Vec<u8>> {
+        let raw = prop::collection::vec(any::<u8>(), 0..200);
+        let mangled = (
+            select(&["GET", "POST", "G\0T", "", "get", "GET GET"][..]),
+            hostile_target(),
+            select(&["HTTP/1.0", "HTTP/1.1", "HTTP/9", "", "HTTP/1.0 x"][..]),
+            select(&["Host: x", "Host x", ": y", "A:\r", "B: \0", ""][..]),
+        )
+            .prop_map(|(method, target, version, header)| {
+                format!("{method} {target} {version}\r\n{header}\r\n\r\n").into_bytes()
+            });
+        let overwritten = (hostile_target(), prop::collection::vec((any::<Index>(), any::<u8>()), 0..4))
+            .prop_map(|(target, edits)| {
+                let mut head = format!("GET {target} HTTP/1.0\r\n\r\n").into_bytes();
+                for (at, byte) in edits {
+                    let i = at.index(head.len());
+                    head[i] = byte;
+                }
+                head
+            });
+        prop_oneof![raw, mangled, overwritten]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn segs(target: &str) -> Result<Vec<String>, Status> {
         decode_path(target).map(|p| p.segments.into_iter().map(|s| s.into_string().unwrap()).collect())
@@ -302,41 +386,37 @@ mod tests {
 
     #[test]
     fn any_head_parses_or_is_refused_without_panic() {
-        let mut rng = crate::fuzz::Rng::new(0x4ead);
-        for _ in 0..20_000 {
-            let head = crate::fuzz::head(&mut rng);
+        proptest!(ProptestConfig::with_cases(20_000), |(head in strategies::hostile_head())| {
             if let Ok(req) = parse_head(&head) {
-                assert!(req.target.starts_with('/'), "{head:?}");
-                assert!(!req.method.is_empty() && !req.method.contains(' '), "{head:?}");
+                prop_assert!(req.target.starts_with('/'), "{head:?}");
+                prop_assert!(!req.method.is_empty() && !req.method.contains(' '), "{head:?}");
             }
-        }
+        });
     }
 
     #[test]
     fn decoded_paths_never_leave_the_root() {
         use std::path::{Component, Path};
         let root = Path::new("/srv/www");
-        let mut rng = crate::fuzz::Rng::new(0x9a7);
-        for _ in 0..50_000 {
-            let target = crate::fuzz::target(&mut rng);
+        proptest!(ProptestConfig::with_cases(50_000), |(target in strategies::hostile_target())| {
             match decode_path(&target) {
                 Ok(LocalPath { segments, .. }) => {
                     for s in &segments {
                         let b = s.as_encoded_bytes();
-                        assert!(!b.is_empty() && b != b"." && b != b"..", "{target:?} -> {segments:?}");
-                        assert!(!b.contains(&b'/') && !b.contains(&0), "{target:?} -> {segments:?}");
+                        prop_assert!(!b.is_empty() && b != b"." && b != b"..", "{target:?} -> {segments:?}");
+                        prop_assert!(!b.contains(&b'/') && !b.contains(&0), "{target:?} -> {segments:?}");
                     }
                     let joined = segments.iter().fold(root.to_path_buf(), |p, s| p.join(s));
-                    assert!(joined.starts_with(root), "{target:?} -> {joined:?}");
-                    assert!(joined
+                    prop_assert!(joined.starts_with(root), "{target:?} -> {joined:?}");
+                    prop_assert!(joined
                         .components()
                         .all(|c| matches!(c, Component::RootDir | Component::Normal(_))));
                 }
                 Err(status) => {
-                    assert!(matches!(status, Status::BadRequest | Status::Forbidden), "{target:?}")
+                    prop_assert!(matches!(status, Status::BadRequest | Status::Forbidden), "{target:?}")
                 }
             }
-        }
+        });
     }
 
     #[test]

@@ -13,19 +13,10 @@ use std::time::Duration;
 use common::origins::{self, Origin};
 use common::{eventually, get, Server, TempDir};
 
-/// The `--num-threads` that makes poolserver one worker, as httpserver is.
-fn one_worker(server: &str) -> &'static [&'static str] {
-    if server == "poolserver" {
-        &["--num-threads", "1"]
-    } else {
-        &[]
-    }
-}
-
+/// Starts `server` with `args`; poolserver with one worker, as httpserver is
+/// one connection at a time.
 fn start(server: &str, args: &[&str]) -> Server {
-    let mut all = args.to_vec();
-    all.extend_from_slice(one_worker(server));
-    Server::start(server, &all)
+    Server::start_with_pool(server, args, 1)
 }
 
 per_server! {

@@ -14,12 +14,6 @@ use std::time::Duration;
 use common::origins::{self, Origin};
 use common::{eventually, Response, Server, TempDir};
 
-fn site(tag: &str) -> TempDir {
-    let dir = TempDir::new(tag);
-    fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
-    dir
-}
-
 /// Keeps asking for /hello.txt until a 200 comes back.
 fn served_again(server: &Server) {
     eventually("a request to succeed again", || {
@@ -50,7 +44,7 @@ fn open_partial(server: &Server, n: usize) -> Vec<TcpStream> {
 /// clients are gone a new request succeeds.
 #[test]
 fn out_of_fds_the_server_backs_off_and_recovers() {
-    let dir = site("emfile");
+    let dir = common::hello_site("emfile");
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=64", common::bin("threadserver")]);
     cmd.args(["--files", dir.str(), "--port", "0", "--quiet", "--request-timeout", "60"]);
@@ -135,7 +129,7 @@ fn out_of_threads_or_processes() {
 fn out_of_threads_or_processes_a_connection_gets_503() {
     // threadserver runs main, signal and refuser threads; forkserver also a reaper.
     for (name, own_tasks) in [("threadserver", 3), ("forkserver", 4)] {
-        let dir = site("eagain");
+        let dir = common::hello_site("eagain");
         let server = start_with_task_limit(name, &dir, own_tasks + 2, &["--files", dir.str(), "--quiet"]);
         let mut busy = open_partial(&server, 2);
         let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
@@ -172,7 +166,7 @@ per_server! {
     /// its 4 workers and 1 queued), the sixth gets a 503, and each slot comes
     /// back when its connection ends: the limit is counted exactly.
     fn max_connections_is_counted_and_released_exactly(name) {
-        let dir = site("maxconn");
+        let dir = common::hello_site("maxconn");
         // Not quiet: the accept loop's own lines say which connection it refused.
         let server = Server::start(name, &["--files", dir.str(), "--max-connections", "5"]);
         let base_threads = server.thread_count();
@@ -240,14 +234,10 @@ fn max_connections_closes_a_proxied_connection() {
 }
 
 /// Raises this process's soft limit on fds to its hard limit, and returns it.
-fn raise_fd_limit() -> libc::rlim_t {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `limit` is a writable rlimit.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: `limit` is an initialised rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-    limit.rlim_cur
+fn raise_fd_limit() -> u64 {
+    let (_, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit(RLIMIT_NOFILE)");
+    rlimit::Resource::NOFILE.set(hard, hard).expect("setrlimit(RLIMIT_NOFILE)");
+    hard
 }
 
 /// poolserver's queue is bounded: `--max-connections` counts the queued and
@@ -263,12 +253,8 @@ fn poolserver_queues_no_more_than_max_connections() {
     // one it is answering), and the server's own fds: listener, std streams.
     const SLACK: usize = 64 + 1 + 16;
     let limit = raise_fd_limit();
-    assert!(
-        limit > CLIENTS as libc::rlim_t + 500,
-        "this test needs {} fds; the hard limit is {limit}",
-        CLIENTS + 500
-    );
-    let dir = site("poolbound");
+    assert!(limit > CLIENTS as u64 + 500, "this test needs {} fds; the hard limit is {limit}", CLIENTS + 500);
+    let dir = common::hello_site("poolbound");
     let args = ["--files", dir.str(), "--quiet", "--num-threads", "2", "--max-connections", "100"];
     let server = Server::start("poolserver", &[&args[..], &["--request-timeout", "120"]].concat());
     let base = server.fd_count();

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::fs;
 use std::io::{BufReader, Write};
 use std::os::unix::fs::symlink;
 use std::thread;
@@ -12,26 +11,15 @@ use std::time::{Duration, Instant};
 use common::origins::{self, Origin};
 use common::{Response, Server, TempDir};
 
-fn site() -> TempDir {
-    let dir = TempDir::new("hostile");
-    fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
-    dir
-}
-
 per_server! {
     [threadserver, poolserver]
     /// A client that sends nothing, and one that sends its head a byte at a time,
     /// are both answered 408 and dropped when --request-timeout runs out; while
     /// they dawdle, other clients are served.
     fn slow_clients_are_dropped_at_the_request_timeout_while_others_are_served(name) {
-        let dir = site();
-        let extra: &[&str] = match name {
-            "poolserver" => &["--num-threads", "4"],
-            _ => &[],
-        };
-        let mut args = vec!["--files", dir.str(), "--quiet", "--request-timeout", "1"];
-        args.extend_from_slice(extra);
-        let server = Server::start(name, &args);
+        let dir = common::hello_site("hostile");
+        let args = ["--files", dir.str(), "--quiet", "--request-timeout", "1"];
+        let server = Server::start_with_pool(name, &args, 4);
         let started = Instant::now();
         let mut silent = common::connect(server.addr());
         let mut trickler = common::connect(server.addr());
@@ -87,7 +75,7 @@ per_server! {
     /// Every kind of malformed or malicious request gets a 4xx, never a file
     /// from outside the root, and the server serves on afterwards.
     fn bad_requests_get_a_4xx_and_never_reach_outside_the_root(name) {
-        let dir = site();
+        let dir = common::hello_site("hostile");
         symlink("/etc", dir.path().join("etc-link")).unwrap();
         let many_headers: String = (0..10_000).map(|i| format!("X-Header-{i}: value\r\n")).collect();
         let cases: Vec<(&str, Vec<u8>)> = vec![

@@ -2,22 +2,15 @@
 
 mod common;
 
-use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use common::{eventually, Response, Server, TempDir};
+use common::{eventually, Response, Server};
 
 const PARTIAL_HEAD: &[u8] = b"GET /hello.txt HTTP/1.0\r\n";
 const REST_OF_HEAD: &[u8] = b"Host: x\r\n\r\n";
-
-fn site() -> TempDir {
-    let dir = TempDir::new("modes");
-    fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
-    dir
-}
 
 /// Opens `n` connections that each send only part of their request head.
 /// A server that handles one connection at a time is stuck on the first.
@@ -41,14 +34,8 @@ per_server! {
     /// fork, thread and pool serve 20 clients at the same time: all 20 are mid-
     /// request together, and the last one to connect is answered first.
     fn fork_thread_and_pool_serve_20_clients_at_once(name) {
-        let dir = site();
-        let extra: &[&str] = match name {
-            "poolserver" => &["--num-threads", "20"],
-            _ => &[],
-        };
-        let mut args = vec!["--files", dir.str(), "--quiet"];
-        args.extend_from_slice(extra);
-        let server = Server::start(name, &args);
+        let dir = common::hello_site("modes");
+        let server = Server::start_with_pool(name, &["--files", dir.str(), "--quiet"], 20);
         let mut clients = open_partial(&server, 20);
         for (i, c) in clients.iter_mut().enumerate().rev() {
             let r = finish_and_read(c);
@@ -62,7 +49,7 @@ per_server! {
 /// loses none of them.
 #[test]
 fn basic_server_serves_20_clients_in_turn() {
-    let dir = site();
+    let dir = common::hello_site("modes");
     let server = Server::start("httpserver", &["--files", dir.str(), "--quiet"]);
     let addr = server.addr();
     let clients: Vec<_> = (0..20).map(|_| thread::spawn(move || common::get(addr, "/hello.txt"))).collect();
@@ -77,7 +64,7 @@ fn basic_server_serves_20_clients_in_turn() {
 /// next is not answered; once the first finishes, the next is.
 #[test]
 fn basic_server_handles_one_connection_at_a_time() {
-    let dir = site();
+    let dir = common::hello_site("modes");
     let server = Server::start("httpserver", &["--files", dir.str(), "--quiet"]);
     let mut first = open_partial(&server, 1).remove(0);
     let mut second = common::connect(server.addr());
@@ -91,7 +78,7 @@ fn basic_server_handles_one_connection_at_a_time() {
 /// client waits in the queue until a worker is free.
 #[test]
 fn pool_of_2_serves_at_most_2_at_once() {
-    let dir = site();
+    let dir = common::hello_site("modes");
     let server = Server::start("poolserver", &["--files", dir.str(), "--quiet", "--num-threads", "2"]);
     let mut busy = open_partial(&server, 2);
     let mut third = common::connect(server.addr());
@@ -117,7 +104,7 @@ fn assert_nothing_arrives(stream: &mut TcpStream) {
 /// is left behind, zombie or otherwise.
 #[test]
 fn forkserver_leaves_no_zombies() {
-    let dir = site();
+    let dir = common::hello_site("modes");
     let server = Server::start("forkserver", &["--files", dir.str(), "--quiet"]);
     for _ in 0..20 {
         common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");
@@ -128,7 +115,7 @@ fn forkserver_leaves_no_zombies() {
 per_server! {
     /// SIGTERM and SIGINT close the listening socket and exit 0, in every mode.
     fn sigterm_and_sigint_exit_zero(name) {
-        let dir = site();
+        let dir = common::hello_site("modes");
         for signal in ["TERM", "INT"] {
             let mut server = Server::start(name, &["--files", dir.str(), "--quiet"]);
             common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");
@@ -142,7 +129,7 @@ per_server! {
 /// Each accepted connection is logged as the skeleton does, unless --quiet.
 #[test]
 fn accepted_connections_are_logged() {
-    let dir = site();
+    let dir = common::hello_site("modes");
     let server = Server::start("threadserver", &["--files", dir.str()]);
     let client = common::connect(server.addr());
     let port = client.local_addr().unwrap().port();

@@ -10,7 +10,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::origins::{self, Origin};
-use common::sha256::{sha256, Sha256};
 use common::{eventually, read_response, Response, Server};
 
 fn proxy(name: &str, origin: &str, extra: &[&str]) -> Server {
@@ -21,16 +20,6 @@ fn proxy(name: &str, origin: &str, extra: &[&str]) -> Server {
 
 fn request(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: origin\r\n\r\n")
-}
-
-#[test]
-fn sha256_is_right() {
-    assert_eq!(sha256(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    assert_eq!(sha256(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    assert_eq!(
-        sha256(&[b'a'; 1_000_000]),
-        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
-    );
 }
 
 per_server! {
@@ -109,7 +98,6 @@ per_server! {
     fn sixteen_mib_each_way_at_once_arrive_intact(name) {
         const SIZE: usize = 16 << 20;
         let data = common::random_bytes(SIZE, 16);
-        let sent_digest = sha256(&data);
         let origin = Origin::start(origins::echo);
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let stream = common::connect(relay.addr());
@@ -123,22 +111,11 @@ per_server! {
                 w.shutdown(Shutdown::Write).unwrap();
             })
         };
-        let mut hasher = Sha256::default();
-        let mut received = 0;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut reader = &stream;
-        loop {
-            match reader.read(&mut buf).unwrap() {
-                0 => break,
-                n => {
-                    hasher.update(&buf[..n]);
-                    received += n;
-                }
-            }
-        }
+        let mut received = Vec::with_capacity(SIZE);
+        (&stream).read_to_end(&mut received).unwrap();
         writer.join().unwrap();
-        assert_eq!(received, SIZE, "{name}");
-        assert_eq!(common::sha256::hex(&hasher.finish()), sent_digest, "{name}");
+        assert_eq!(received.len(), SIZE, "{name}");
+        assert!(received == data, "{name}: the echoed bytes differ from those sent");
     }
 }
 
@@ -158,7 +135,8 @@ per_server! {
 }
 
 per_server! {
-    fn the_origin_closing_reaches_the_client_within_a_second(name) {
+    /// At once, not at a timeout: the half-close timeout is 30 s.
+    fn the_origin_closing_reaches_the_client_at_once(name) {
         let origin = Origin::start(origins::send_and_close(1000, 9));
         let relay = proxy(name, &origin.proxy_arg(), &[]);
         let mut stream = common::connect(relay.addr());
@@ -167,12 +145,13 @@ per_server! {
         assert_eq!(got, common::random_bytes(1000, 9));
         let t = Instant::now();
         assert_eq!(stream.read(&mut [0u8; 16]).unwrap(), 0, "{name}: expected end of stream");
-        assert!(t.elapsed() < Duration::from_secs(1), "{name}: EOF took {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(10), "{name}: EOF took {:?}", t.elapsed());
     }
 }
 
 per_server! {
-    fn the_client_closing_reaches_the_origin_within_a_second(name) {
+    /// At once, not at a timeout: the half-close timeout is 30 s.
+    fn the_client_closing_reaches_the_origin_at_once(name) {
         let (eof_tx, eof_rx) = mpsc::channel();
         let origin = Origin::start(origins::echo_reporting_eof(eof_tx));
         let relay = proxy(name, &origin.proxy_arg(), &[]);
@@ -184,7 +163,7 @@ per_server! {
         drop(stream);
         let seen = eof_rx.recv_timeout(common::PATIENCE).expect("origin saw no EOF");
         let took = seen.saturating_duration_since(closed);
-        assert!(took < Duration::from_secs(1), "{name}: origin saw EOF after {took:?}");
+        assert!(took < Duration::from_secs(10), "{name}: origin saw EOF after {took:?}");
     }
 }
 
@@ -259,12 +238,8 @@ fn a_hundred_keep_alive_clients_of_ten_requests_each() {
 per_server! {
     [threadserver, poolserver]
     fn fds_and_threads_return_to_their_baseline_after_500_connections(name) {
-        let extra: &[&str] = match name {
-            "poolserver" => &["--num-threads", "8"],
-            _ => &[],
-        };
         let origin = Origin::start(origins::http_keepalive);
-        let relay = proxy(name, &origin.proxy_arg(), extra);
+        let relay = Server::start_with_pool(name, &["--proxy", &origin.proxy_arg(), "--quiet"], 8);
         let fds = || relay.fd_count();
         let threads = || relay.thread_count();
         let (base_fds, base_threads) = (fds(), threads());

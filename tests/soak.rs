@@ -36,15 +36,8 @@ fn load(addr: SocketAddr, keepalive: usize, per_connection: usize, short: usize)
 per_server! {
     [threadserver, poolserver]
     fn soak_through_the_relay(name) {
-        let extra: &[&str] = match name {
-            "poolserver" => &["--num-threads", "64"],
-            _ => &[],
-        };
         let origin = Origin::start(origins::http_keepalive);
-        let upstream = origin.proxy_arg();
-        let mut args = vec!["--proxy", &upstream, "--quiet"];
-        args.extend_from_slice(extra);
-        let server = Server::start(name, &args);
+        let server = Server::start_with_pool(name, &["--proxy", &origin.proxy_arg(), "--quiet"], 64);
         let (base_fds, base_threads) = (server.fd_count(), server.thread_count());
 
         // Warm up to steady state: the same load shape, three times. RSS rises

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod origins;
-pub mod sha256;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -78,10 +77,17 @@ impl Server {
     /// `--num-threads 4` unless `args` sets it. Returns once the server has
     /// printed its "Listening on port N..." line.
     pub fn start(name: &str, args: &[&str]) -> Server {
+        Server::start_with_pool(name, args, 4)
+    }
+
+    /// Like [`Server::start`], with a pool of `pool` workers when `name` is
+    /// poolserver (the other servers take no `--num-threads`).
+    pub fn start_with_pool(name: &str, args: &[&str], pool: usize) -> Server {
+        let pool = pool.to_string();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--port", "0"]);
         if name == "poolserver" && !args.contains(&"--num-threads") {
-            all.extend(["--num-threads", "4"]);
+            all.extend(["--num-threads", &pool]);
         }
         Server::spawn(name, &all)
             .unwrap_or_else(|(status, err)| panic!("{name} {all:?} exited ({status:?}): {err}"))
@@ -311,17 +317,19 @@ impl Drop for TempDir {
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*), so tests need no crate.
+/// A served directory holding one file, `hello.txt`, that says `hello`.
+pub fn hello_site(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    fs::write(dir.path().join("hello.txt"), "hello\n").unwrap();
+    dir
+}
+
+/// `len` pseudo-random bytes, the same for the same `seed`: test data that
+/// compresses to nothing and repeats nowhere.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut out);
     out
 }
 
@@ -373,20 +381,7 @@ pub fn split_head(raw: &[u8]) -> (String, &[u8]) {
 /// Closes `stream` with a reset instead of a FIN, as a client that aborts
 /// does: `SO_LINGER` with a zero timeout, then close.
 pub fn close_with_reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    let len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
-    // SAFETY: `linger` lives on this stack frame and is `len` bytes long; the fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::addr_of!(linger).cast(),
-            len,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).expect("setsockopt(SO_LINGER)");
     drop(stream);
 }
 
