@@ -5,16 +5,16 @@
 
 mod common;
 
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 
-use common::{eventually, Server, TempDir};
+use common::{eventually, Server};
 
 const CONNECTIONS: usize = 20_000;
 const CONCURRENCY: usize = 20;
-const HELLO: &str = "hello from the volume test\n";
+/// What `common::hello_site` serves as /hello.txt.
+const HELLO: &str = "hello\n";
 
 /// `CONNECTIONS` GETs of /hello.txt from `CONCURRENCY` clients at once;
 /// returns how many did not get the whole file.
@@ -58,15 +58,9 @@ fn leaves_nothing_behind(mut server: Server) {
     assert_eq!(out.last().map(String::as_str), Some("Shutting down."), "{out:?}");
 }
 
-fn site() -> TempDir {
-    let dir = TempDir::new("volume");
-    fs::write(dir.path().join("hello.txt"), HELLO).unwrap();
-    dir
-}
-
 #[test]
 fn forkserver_in_files_mode_leaves_no_child_after_20000_connections() {
-    let dir = site();
+    let dir = common::hello_site("volume");
     // A long grace: were a connection still counted, SIGTERM would wait it out.
     leaves_nothing_behind(Server::start(
         "forkserver",
@@ -76,7 +70,7 @@ fn forkserver_in_files_mode_leaves_no_child_after_20000_connections() {
 
 #[test]
 fn forkserver_in_proxy_mode_leaves_no_child_after_20000_connections() {
-    let dir = site();
+    let dir = common::hello_site("volume");
     let origin = Server::start("threadserver", &["--files", dir.str(), "--quiet"]);
     let upstream = format!("127.0.0.1:{}", origin.port);
     leaves_nothing_behind(Server::start(
