@@ -40,12 +40,14 @@ PROXIES = [  # name, port
     ("nginx-stream", 9102),
     ("socat", 9103),
     ("c-relay", 9107),
+    ("c-relay-nagle", 9109),
     ("tokio-relay", 9108),
     ("threadserver", 9104),
     ("poolserver", 9105),
 ]
 PEERS = ["haproxy", "nginx-stream", "socat"]
-# The relays of the homework's own kind, each compared with on its own.
+# The relays of the homework's own kind, each compared with on its own;
+# c-relay-nagle is the same C relay with TCP_NODELAY left off.
 DESIGN_PEERS = ["c-relay", "tokio-relay"]
 C_RELAY = os.path.join(BENCH, "peers", "c-relay", "c-relay")
 TOKIO_RELAY = os.path.join(BENCH, "peers", "tokio-relay", "target", "release", "tokio-relay")
@@ -181,6 +183,7 @@ def proxy_argv(name, port, tmp, pool_threads=128):
         "nginx-stream": ["nginx", "-p", tmp, "-e", os.path.join(tmp, "error.log"), "-c", os.path.join(tmp, "stream.conf")],
         "socat": ["socat", f"TCP-LISTEN:{port},bind={HOST},fork,reuseaddr,backlog=1024", f"TCP:{upstream}"],
         "c-relay": [C_RELAY, str(port), HOST, str(ORIGIN_PORT)],
+        "c-relay-nagle": [C_RELAY, str(port), HOST, str(ORIGIN_PORT), "nagle"],
         "tokio-relay": [TOKIO_RELAY, f"{HOST}:{port}", upstream],
         "threadserver": ours("threadserver"),
         "poolserver": ours("poolserver", "--num-threads", str(pool_threads)),
@@ -482,7 +485,8 @@ def report(started, rounds, proxy, files):
     lines += ["- targets: HAProxy 2 `mode tcp`, 1 thread; nginx `stream` `proxy_pass`, 1 worker; "
               "`socat TCP-LISTEN:PORT,fork TCP:origin`; `c-relay` (bench/peers/c-relay: a pthread per connection "
               "plus one for the second direction, blocking read()/write() on 8 KiB, shutdown(SHUT_WR) at end of "
-              "stream, TCP_NODELAY on); `tokio-relay` (bench/peers/tokio-relay: tokio's multi-threaded runtime, "
+              "stream, TCP_NODELAY on); `c-relay-nagle` (the same, with TCP_NODELAY left off, as a naive relay "
+              "leaves it); `tokio-relay` (bench/peers/tokio-relay: tokio's multi-threaded runtime, "
               "`copy_bidirectional`, TCP_NODELAY on); `threadserver --proxy`; `poolserver --proxy --num-threads 128` "
               f"(for idle memory, `--num-threads 2048`, so that all {IDLE_CONNS} connections are held at once; each "
               "worker serves one connection before the measurement, so that what a worker costs once is counted "
@@ -518,6 +522,14 @@ def report(started, rounds, proxy, files):
         ("new connections/s vs c-relay", "threadserver ≥ 1.5×", "newconn", True, [1.5, None]),
         ("bulk MB/s vs c-relay", "threadserver ≥ 1.0×", "bulk", True, [1.0, None]),
     ]
+    nagle = proxy["c-relay-nagle"]
+    lines += ["", "A naive relay leaves TCP_NODELAY off. The same C relay with it off (`c-relay-nagle`) does "
+              f"{fmt(nagle['keepalive'])} keep-alive req/s (p99 {fmt(nagle['p99'])} ms) and "
+              f"{fmt(nagle['single'])} round trips/s on one connection, against {fmt(c['keepalive'])} "
+              f"(p99 {fmt(c['p99'])} ms) and {fmt(c['single'])} with it on. Nagle's algorithm holds back a "
+              "small write while an earlier one is unacknowledged, so a response that the relay reads in "
+              "two pieces waits for the client's delayed ACK; a request and a response that each fit one "
+              "read never meet it. The comparison above is against the relay with it on, as ours has it."]
     lines += ["", "| target | goal | threadserver | poolserver | met |", "|---|---|---|---|---|"]
     for label, goal, key, higher, floors in design_goals:
         rs = [ratio(proxy[o][key], c[key], higher) for o in OURS]

@@ -2,10 +2,11 @@
  * a pthread per connection, plus one for the second direction; each
  * direction a blocking read()/write() loop on an 8 KiB buffer; end of
  * stream passed on with shutdown(SHUT_WR). TCP_NODELAY is on for both
- * sockets, as httpserver has it (a naive relay leaves it off: see
- * bench/RESULTS.md). A bench peer only: no timeouts, no limits.
+ * sockets, as httpserver has it; with a fourth argument `nagle` it is left
+ * off, as a naive relay leaves it (bench/RESULTS.md measures both). A bench
+ * peer only: no timeouts, no limits.
  *
- * Usage: c-relay LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT
+ * Usage: c-relay LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT [nagle]
  */
 #include <netdb.h>
 #include <netinet/in.h>
@@ -20,6 +21,7 @@
 
 static const char *upstream_host;
 static const char *upstream_port;
+static int nodelay = 1;
 
 struct pipe_ends {
   int from;
@@ -74,9 +76,11 @@ static void *handle_connection(void *arg) {
   int client = (int)(long)arg;
   int upstream = connect_upstream();
   if (upstream >= 0) {
-    int one = 1;
-    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(upstream, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (nodelay) {
+      int one = 1;
+      setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      setsockopt(upstream, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     struct pipe_ends back = {upstream, client};
     pthread_t second;
     if (pthread_create(&second, NULL, upstream_to_client, &back) == 0) {
@@ -90,10 +94,11 @@ static void *handle_connection(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT\n", argv[0]);
+  if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "nagle") != 0)) {
+    fprintf(stderr, "usage: %s LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT [nagle]\n", argv[0]);
     return 2;
   }
+  nodelay = argc == 4;
   upstream_host = argv[2];
   upstream_port = argv[3];
   signal(SIGPIPE, SIG_IGN);
