@@ -133,14 +133,11 @@ impl Socket {
     /// Corresponds to `send(2)` with `MSG_MORE`, looping over short sends:
     /// all of `buf` is handed over, but the kernel holds it back until more
     /// follows, so that a head and the body sent after it share segments.
-    pub fn send_all_more(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-            let n =
-                cvt_r(|| unsafe { libc::send(self.raw(), buf.as_ptr().cast(), buf.len(), libc::MSG_MORE) })?;
-            buf = &buf[n as usize..];
-        }
-        Ok(())
+    pub fn send_all_more(&self, buf: &[u8]) -> io::Result<()> {
+        all_of(buf, |rest| {
+            // SAFETY: `rest` is valid for reads of `rest.len()` bytes.
+            cvt_r(|| unsafe { libc::send(self.raw(), rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) })
+        })
     }
 
     /// Corresponds to `sendfile(2)`: the kernel sends up to `count` bytes of
@@ -526,10 +523,19 @@ pub fn write_std(stream: StdStream, buf: &[u8]) -> io::Result<()> {
 
 /// Corresponds to `write(2)` on `fd` until all of `buf` is written, retried
 /// on EINTR and looping over short writes.
-fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    all_of(buf, |rest| {
+        // SAFETY: `rest` is valid for reads of `rest.len()` bytes; the caller keeps `fd` open.
+        cvt_r(|| unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) })
+    })
+}
+
+/// Calls `once` on what is left of `buf` until all of it is taken: the
+/// one loop over short writes. A call that takes nothing is an error, not
+/// a reason to spin.
+fn all_of(mut buf: &[u8], mut once: impl FnMut(&[u8]) -> io::Result<isize>) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes; the caller keeps `fd` open.
-        match cvt_r(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })? {
+        match once(buf)? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
             n => buf = &buf[n as usize..],
         }

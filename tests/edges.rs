@@ -11,7 +11,7 @@ use std::os::unix::fs::symlink;
 use std::time::Duration;
 
 use common::origins::{self, Origin};
-use common::{eventually, get, Server, TempDir};
+use common::{eventually, get, Response, Server, TempDir};
 
 /// Starts `server` with `args`; poolserver with one worker, as httpserver is
 /// one connection at a time.
@@ -95,10 +95,9 @@ per_server! {
             if let Err(e) = stream.read_to_end(&mut raw) {
                 panic!("{server}, a {len}-byte head: {e} after {} bytes", raw.len());
             }
-            let (head, got) = common::split_head(&raw);
-            assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{server}, {len}: {head}");
-            assert_eq!(got.len(), body.len(), "{server}, a {len}-byte head");
-            assert!(got == body, "{server}, a {len}-byte head: the body differs");
+            let r = Response::parse(&raw);
+            r.assert_well_formed(200, "OK");
+            assert!(r.body == body, "{server}, a {len}-byte head: the body differs");
         }
     }
 }
@@ -158,7 +157,7 @@ per_server! {
         let mut raw =
             common::read_steadily(&mut stream, 4096, Duration::from_millis(100), Duration::from_secs(3));
         stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{server}: {e} after {} bytes", raw.len()));
-        let (_, got) = common::split_head(&raw);
+        let got = Response::parse(&raw).body;
         assert!(got == body, "{server}: {} of {} bytes, or not the file's", got.len(), body.len());
         let prefix = format!("127.0.0.1:{port} \"GET /big.bin HTTP/1.0\" 200 {BIG} ");
         eventually("the download's log line", || s.stdout_lines().iter().any(|l| l.starts_with(&prefix)));
@@ -179,8 +178,8 @@ per_server! {
         let mut stream = common::connect_small_window(relay.addr(), 4096);
         stream.write_all(b"GET /stream HTTP/1.1\r\nHost: origin\r\n\r\n").unwrap();
         let raw = common::read_steadily(&mut stream, 4096, Duration::from_millis(500), Duration::from_secs(9));
-        let (head, got) = common::split_head(&raw);
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{server}: {head}");
+        let Response { status_line, body: got, .. } = Response::parse(&raw);
+        assert_eq!(status_line, "HTTP/1.1 200 OK", "{server}");
         assert!(got == origins::pattern_at(0, got.len()), "{server}: the first {} bytes differ", got.len());
         assert!(
             !relay.stdout_lines().iter().any(|l| l.contains("idle timeout")),

@@ -82,8 +82,8 @@ fn stalled_download(s: &Server, path: &str) -> (TcpStream, Vec<u8>) {
 /// response into its head and body.
 fn finish(mut stream: TcpStream, mut raw: Vec<u8>, what: &str) -> (String, Vec<u8>) {
     stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{what}: {e} after {} bytes", raw.len()));
-    let (head, body) = common::split_head(&raw);
-    (head, body.to_vec())
+    let r = Response::parse(&raw);
+    (r.head, r.body)
 }
 
 per_server! {

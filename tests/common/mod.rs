@@ -372,12 +372,6 @@ pub fn read_steadily(stream: &mut TcpStream, per_read: usize, every: Duration, l
     got
 }
 
-/// Splits a response off `raw`: the head as text, and the bytes after it.
-pub fn split_head(raw: &[u8]) -> (String, &[u8]) {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of head") + 4;
-    (String::from_utf8_lossy(&raw[..end]).into_owned(), &raw[end..])
-}
-
 /// Closes `stream` with a reset instead of a FIN, as a client that aborts
 /// does: `SO_LINGER` with a zero timeout, then close.
 pub fn close_with_reset(stream: TcpStream) {
