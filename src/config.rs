@@ -35,7 +35,7 @@ impl Mode {
     }
 }
 
-/// The directory served in files mode (`--files DIR`), canonicalised.
+/// The directory served in files mode (`--files DIR`), absolute, its symlinks kept.
 /// Unset in proxy mode.
 pub static server_files_directory: OnceLock<PathBuf> = OnceLock::new();
 /// The upstream host of proxy mode (`--proxy HOST[:PORT]`). Unset in files mode.
@@ -101,7 +101,7 @@ impl Default for Settings {
 /// What the server does with each connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
-    /// `--files DIR`: serve this (canonicalised) directory.
+    /// `--files DIR`: serve this directory (absolute, its symlinks kept).
     Files(PathBuf),
     /// `--proxy HOST[:PORT]`: relay to this upstream.
     Proxy { host: String, port: u16 },
@@ -281,11 +281,15 @@ fn parse_seconds(flag: &str, s: &str, min: u64) -> Result<Duration, String> {
     parse_number::<u64>(flag, s, min, 86_400).map(Duration::from_secs)
 }
 
-/// The files directory, canonicalised; it must exist and be a directory.
+/// The files directory as given, made absolute but with its symlinks kept:
+/// it is opened afresh for each request, so a symlinked root that a deploy
+/// repoints is followed at once. It must be a directory at startup.
 fn files_directory(dir: &str) -> Result<PathBuf, String> {
     let path = Path::new(dir);
-    match path.canonicalize() {
-        Ok(real) if real.is_dir() => Ok(real),
+    match path.metadata() {
+        Ok(meta) if meta.is_dir() => std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .map_err(|e| format!("--files {dir}: {}", crate::log::describe(&e))),
         Ok(_) => Err(format!("--files {dir}: not a directory")),
         Err(e) => Err(format!("--files {dir}: {}", crate::log::describe(&e))),
     }

@@ -3,7 +3,6 @@
 //! listing, or an error page, and then closes the connection.
 
 use std::ffi::OsString;
-use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,13 +11,15 @@ use std::time::Instant;
 use crate::conns::Connection;
 use crate::request::{self, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
+use crate::root::{Found, Root};
 use crate::sys::Socket;
 use crate::{body, config, log, mime};
 
-/// What a request resolves to.
+/// What a request resolves to: a file opened beneath the root, with the
+/// type its name asked for; or a directory opened there, to list.
 enum Resource {
-    File(PathBuf),
-    Listing { dir: PathBuf, segments: Vec<OsString> },
+    File { found: Found, content_type: &'static str },
+    Listing { root: Root, dir: Found, segments: Vec<OsString> },
 }
 
 /// A request as it was read: the bytes of its head, what they parse to,
@@ -42,15 +43,17 @@ pub fn handle_files_request(conn: Connection) {
     let Some(root) = config::files_root() else { return };
     let started = Instant::now();
     let sock = &conn.sock;
-    // A write() that moves no byte for this long fails, and the connection ends.
-    let _ = sock.set_write_timeout(config::settings().send_timeout);
+    // A write() that moves no byte for `--send-timeout` fails, and the
+    // connection ends: the socket has SO_SNDTIMEO from the listener.
     let incoming = read_request(sock);
     let head_only = request::is_head_request(&incoming.received);
     let mut sent = Sent { status: Status::Ok, body_bytes: 0 };
     let result = match incoming.request.and_then(|req| resolve(root, &req)) {
-        Ok(Resource::File(path)) => serve_file(sock, &path, head_only, &mut sent),
-        Ok(Resource::Listing { dir, segments }) => {
-            serve_directory(sock, &dir, &segments, head_only, &mut sent)
+        Ok(Resource::File { found, content_type }) => {
+            serve_file(sock, found, content_type, head_only, &mut sent)
+        }
+        Ok(Resource::Listing { root, dir, segments }) => {
+            serve_directory(sock, &root, dir, &segments, head_only, &mut sent)
         }
         Err(status) => send_status(sock, status, head_only, &mut sent),
     };
@@ -102,42 +105,41 @@ fn read_request(sock: &Socket) -> Incoming {
 
 /// Maps the request target to something under `root`: a file, a directory's
 /// `index.html` (the skeleton's `http_format_index`), or a directory to list.
-/// The path is decoded and stripped of `.` and `..` first; then whatever is
-/// served, the file asked for or the `index.html` of the directory asked
-/// for, passes [`locate`]. A file asked for with a slash after its name is a
-/// 404, as the skeleton's `stat()` of it fails.
+/// The path is decoded and stripped of `.` and `..` first; then it is opened
+/// once, beneath the root (see [`Root`]): a path that leads outside is a 403,
+/// and what is served is what that open found. A directory's `index.html` is
+/// opened the same way, beneath the directory. FIFOs, sockets and devices are
+/// a 403. A file asked for with a slash after its name is a 404, as the
+/// skeleton's `stat()` of it fails. The `Content-Type` comes from the name
+/// asked for, as the skeleton's `http_get_mime_type` takes it, not from where
+/// a symlink leads.
 fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
     let path = request::decode_path(&req.target)?;
-    let wanted: PathBuf = path.segments.iter().fold(root.to_path_buf(), |p, s| p.join(s));
-    let (real, meta) = locate(root, &wanted)?;
-    if meta.is_dir() {
-        return match locate(root, &real.join("index.html")) {
-            Ok((index, meta)) if meta.is_file() => Ok(Resource::File(index)),
-            Err(Status::Forbidden) => Err(Status::Forbidden),
-            _ => Ok(Resource::Listing { dir: real, segments: path.segments }),
+    let root = Root::open(root).map_err(|e| status_for(&e))?;
+    let rel: PathBuf =
+        if path.segments.is_empty() { PathBuf::from(".") } else { path.segments.iter().collect() };
+    let found = root.find(&rel).map_err(|e| status_for(&e))?;
+    if found.meta.is_dir() {
+        return match root.find_in(&found, Path::new(INDEX)) {
+            Ok(index) if index.meta.is_file() => {
+                Ok(Resource::File { found: index, content_type: mime::content_type(Path::new(INDEX)) })
+            }
+            Err(e) if status_for(&e) == Status::Forbidden => Err(Status::Forbidden),
+            _ => Ok(Resource::Listing { root, dir: found, segments: path.segments }),
         };
     }
-    if !meta.is_file() {
-        // FIFOs, sockets and devices are never opened: a read could block forever.
+    if !found.meta.is_file() {
+        // FIFOs, sockets and devices are never read: a read could block forever.
         return Err(Status::Forbidden);
     }
     if path.dir_only {
         return Err(Status::NotFound);
     }
-    Ok(Resource::File(real))
+    Ok(Resource::File { found, content_type: mime::content_type(&rel) })
 }
 
-/// The one check of every path that is served: its real location, with
-/// every symlink followed, must lie under `root` (403 if not). Returns that
-/// location and what it is.
-fn locate(root: &Path, path: &Path) -> Result<(PathBuf, Metadata), Status> {
-    let real = path.canonicalize().map_err(|e| status_for(&e))?;
-    if !real.starts_with(root) {
-        return Err(Status::Forbidden);
-    }
-    let meta = fs::metadata(&real).map_err(|e| status_for(&e))?;
-    Ok((real, meta))
-}
+/// The file a directory is served as, when it holds one.
+const INDEX: &str = "index.html";
 
 fn status_for(e: &io::Error) -> Status {
     match e.kind() {
@@ -164,32 +166,35 @@ fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) 
 /// Skeleton: `serve_file`. `200 OK` with the file's type and length, then
 /// its bytes (none for HEAD). How the bytes go out, and what happens if the
 /// file changes size meanwhile, is `body::send_file`'s.
-fn serve_file(sock: &Socket, path: &Path, head_only: bool, sent: &mut Sent) -> io::Result<()> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => return send_status(sock, status_for(&e), head_only, sent),
-    };
-    let len = file.metadata()?.len();
-    let head = response::response_head(Status::Ok, mime::content_type(path), len, &[]);
+fn serve_file(
+    sock: &Socket,
+    found: Found,
+    content_type: &str,
+    head_only: bool,
+    sent: &mut Sent,
+) -> io::Result<()> {
+    let len = found.meta.len();
+    let head = response::response_head(Status::Ok, content_type, len, &[]);
     sent.status = Status::Ok;
     if head_only {
         return sock.write_all(head.as_bytes());
     }
     let use_sendfile = config::settings().sendfile;
-    body::send_file(sock, &file, head.as_bytes(), len, use_sendfile, &mut sent.body_bytes)
+    body::send_file(sock, &found.file, head.as_bytes(), len, use_sendfile, &mut sent.body_bytes)
 }
 
 /// Skeleton: `serve_directory`. `200 OK` with an HTML page that links to the
-/// parent and to each entry.
+/// parent and to each entry, read from the directory that was opened.
 fn serve_directory(
     sock: &Socket,
-    dir: &Path,
+    root: &Root,
+    dir: Found,
     segments: &[OsString],
     head_only: bool,
     sent: &mut Sent,
 ) -> io::Result<()> {
-    let mut entries: Vec<(OsString, bool)> = match fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(Result::ok).map(|e| (e.file_name(), e.path().is_dir())).collect(),
+    let mut entries = match root.list(dir) {
+        Ok(entries) => entries,
         Err(e) => return send_status(sock, status_for(&e), head_only, sent),
     };
     entries.sort();
@@ -235,6 +240,8 @@ fn listing_page(segments: &[OsString], entries: &[(OsString, bool)]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::fs;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn listing_links_are_absolute_encoded_and_escaped() {
@@ -272,7 +279,9 @@ mod tests {
         let served = std::sync::atomic::AtomicUsize::new(0);
         proptest!(ProptestConfig::with_cases(20_000), |(target in request::strategies::hostile_target())| {
             let req = Request { method: "GET".into(), target: target.clone(), has_body: false };
-            if let Ok(Resource::File(path) | Resource::Listing { dir: path, .. }) = resolve(&root, &req) {
+            if let Ok(Resource::File { found, .. } | Resource::Listing { dir: found, .. }) = resolve(&root, &req) {
+                // What was opened, wherever a path now leads.
+                let path = fs::read_link(format!("/proc/self/fd/{}", found.file.as_raw_fd())).unwrap();
                 prop_assert!(path.starts_with(&root), "{target:?} -> {path:?}");
                 served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

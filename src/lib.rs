@@ -43,6 +43,9 @@
 //! - `wq`: poolserver's work queue (`wq_push`, `wq_pop`).
 //! - `threads`: the cache of idle threads that connections run on.
 //! - `files`: files mode, `handle_files_request`.
+//! - `root`: the served directory, and the one confined open of every path
+//!   beneath it: `openat2(RESOLVE_BENEATH)`, so that no rename can swap a
+//!   symlink or a FIFO in between a check and an open.
 //! - `body`: sending a file's body: sendfile(2), its fallback, and files
 //!   that change size while they are sent.
 //! - `proxy`: proxy mode, `handle_proxy_request`: Part 4's two-thread relay loop.
@@ -67,6 +70,7 @@ mod proxy;
 mod relay;
 mod request;
 mod response;
+mod root;
 mod server;
 mod sync;
 #[allow(unsafe_code)]

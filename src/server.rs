@@ -12,7 +12,7 @@ use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
 use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
-use crate::{files, log, proxy};
+use crate::{files, log, proxy, root};
 
 const BACKLOG: i32 = 1024;
 
@@ -56,12 +56,20 @@ fn run(mode: Mode) -> io::Result<()> {
     sys::ignore_sigpipe()?;
     // The skeleton's `request_handler`: chosen once, from the mode of serving.
     let files_mode = config::files_root().is_some();
+    if files_mode {
+        root::init();
+    }
     let request_handler: RequestHandler =
         if files_mode { files::handle_files_request } else { proxy::handle_proxy_request };
     let dispatch = Dispatch::new(mode, request_handler, files_mode)?;
     let port = config::server_port.get().copied().unwrap_or(config::DEFAULT_PORT);
     let listener = Socket::listen_any(port, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on port {port}: {}", log::describe(&e))))?;
+    if files_mode {
+        // Linux copies SO_SNDTIMEO to every socket accept() returns: set once
+        // here, it bounds each response's writes with no call per connection.
+        listener.set_write_timeout(config::settings().send_timeout)?;
+    }
     let listener = Arc::new(listener);
     let signals = start_signal_thread(Arc::clone(&listener))?;
     let port = listener.local_addr()?.port();

@@ -3,11 +3,13 @@
 //! corresponds to. File descriptors live in [`OwnedFd`], so each is closed
 //! exactly once, when its owner drops it. The rest of the crate is safe Rust.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 use std::ptr;
 use std::time::Duration;
 
@@ -362,6 +364,144 @@ fn gai_error(rc: libc::c_int) -> io::Error {
     // SAFETY: gai_strerror() returns a pointer to a static, NUL-terminated string.
     let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) }.to_string_lossy().into_owned();
     io::Error::new(io::ErrorKind::NotFound, msg)
+}
+
+/// How a file under the served root is opened.
+#[derive(Debug, Clone, Copy)]
+pub enum OpenFor {
+    /// To read a file or list a directory. `O_NONBLOCK`: opening a FIFO
+    /// never waits for a writer, and whatever was opened is judged by
+    /// `fstat` of the fd afterwards. `O_NOCTTY`: a terminal never becomes
+    /// ours.
+    Reading,
+    /// Only to learn what a name leads to (`O_PATH`): nothing is read, and
+    /// nothing a device does on open happens.
+    Looking,
+}
+
+impl OpenFor {
+    fn flags(self) -> libc::c_int {
+        match self {
+            OpenFor::Reading => libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+            OpenFor::Looking => libc::O_PATH | libc::O_CLOEXEC,
+        }
+    }
+}
+
+/// `path` as a C string; a path holding a NUL byte cannot name a file.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Corresponds to `open(2)` with `O_PATH | O_DIRECTORY`: the directory at
+/// `path`, every symlink on the way followed, held only as a place to open
+/// other files beneath.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c = c_path(path)?;
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: `c` is NUL-terminated; on success open() returns a new fd that we own.
+    let fd = cvt_r(|| unsafe { libc::open(c.as_ptr(), flags) })?;
+    // SAFETY: `fd` was just returned by open() and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Corresponds to `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`
+/// (Linux 5.6): opens `path`, relative to `dir`, in one lookup that the
+/// kernel refuses with `EXDEV` if any step of it (a `..`, an absolute
+/// symlink, a relative one that climbs out) would leave `dir`. No check
+/// and later open by name, so no rename can slip in between. `ENOSYS` or
+/// `EPERM` (a seccomp filter) say the call itself is not to be had.
+pub fn openat2_beneath(dir: BorrowedFd<'_>, path: &Path, how: OpenFor) -> io::Result<OwnedFd> {
+    let c = c_path(path)?;
+    // SAFETY: open_how is plain old data; all zeroes is a valid value.
+    let mut open_how: libc::open_how = unsafe { mem::zeroed() };
+    open_how.flags = how.flags() as u64;
+    open_how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    let size = mem::size_of::<libc::open_how>();
+    let (dirfd, path) = (dir.as_raw_fd(), c.as_ptr());
+    // SAFETY: `path` is NUL-terminated and `open_how` is `size` readable bytes, both alive for the call.
+    let fd =
+        cvt_r(|| unsafe { libc::syscall(libc::SYS_openat2, dirfd, path, ptr::addr_of!(open_how), size) })?;
+    // SAFETY: `fd` was just returned by openat2() and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Corresponds to `openat(2)`: opens `path` relative to `dir`, following
+/// every symlink wherever it leads. The caller checks where it landed.
+pub fn openat(dir: BorrowedFd<'_>, path: &Path, how: OpenFor) -> io::Result<OwnedFd> {
+    let c = c_path(path)?;
+    // SAFETY: `c` is NUL-terminated; on success openat() returns a new fd that we own.
+    let fd = cvt_r(|| unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), how.flags()) })?;
+    // SAFETY: `fd` was just returned by openat() and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An open directory stream: `fdopendir(3)`, `readdir(3)` and `closedir(3)`
+/// over a directory fd, so that a listing is read from the directory that
+/// was opened, not from whatever a path names by then.
+pub struct Dir(ptr::NonNull<libc::DIR>);
+
+/// One entry of a [`Dir`].
+pub struct DirEntry {
+    pub name: OsString,
+    /// What `d_type` says: a directory or not; `None` for a symlink or a
+    /// file system that does not say, which only an open can tell.
+    pub is_dir: Option<bool>,
+}
+
+impl Dir {
+    /// Corresponds to `fdopendir(3)`: the stream takes `fd` over, and
+    /// `closedir(3)` closes it when the `Dir` drops.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Dir> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: `raw` is an open fd; on success the stream owns it.
+        let dir = unsafe { libc::fdopendir(raw) };
+        let dir = ptr::NonNull::new(dir).ok_or_else(io::Error::last_os_error)?;
+        // The stream owns the fd now, and closes it in closedir().
+        mem::forget(fd);
+        Ok(Dir(dir))
+    }
+
+    /// The stream's fd, to open entries relative to.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: dirfd() returns the stream's fd, open as long as the stream is.
+        unsafe { BorrowedFd::borrow_raw(libc::dirfd(self.0.as_ptr())) }
+    }
+
+    /// Corresponds to `readdir(3)` until the end: every entry but `.` and `..`.
+    pub fn entries(&mut self) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: errno is thread-local; readdir() sets it only on failure.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: the stream is open; the entry is read before the next call.
+            let entry = unsafe { libc::readdir64(self.0.as_ptr()) };
+            if entry.is_null() {
+                let e = io::Error::last_os_error();
+                return if e.raw_os_error() == Some(0) { Ok(out) } else { Err(e) };
+            }
+            // SAFETY: readdir() returned an entry whose d_name is NUL-terminated.
+            let (name, d_type) = unsafe { (CStr::from_ptr((*entry).d_name.as_ptr()), (*entry).d_type) };
+            let name = name.to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let is_dir = match d_type {
+                libc::DT_DIR => Some(true),
+                libc::DT_LNK | libc::DT_UNKNOWN => None,
+                _ => Some(false),
+            };
+            out.push(DirEntry { name: OsString::from_vec(name.to_vec()), is_dir });
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // SAFETY: the stream is open and is closed exactly once, here.
+        unsafe { libc::closedir(self.0.as_ptr()) };
+    }
 }
 
 /// The signals that ask the server to stop.
