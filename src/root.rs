@@ -13,9 +13,11 @@
 //! - **Symlinks keep their meaning.** A link that leads inside the root is
 //!   followed, whether relative or absolute. `RESOLVE_BENEATH` refuses every
 //!   absolute link (and a relative one that climbs out and back in) with
-//!   `EXDEV`; such a path is opened normally instead, and then the fd itself
-//!   says where it is (`/proc/self/fd/N`), which must lie under the root's
-//!   own real path. A rename after the open cannot change what the fd is.
+//!   `EXDEV`, and a `..` in a link with `EAGAIN` while anything on the
+//!   system is being renamed; such a path is opened normally instead, and
+//!   then the fd itself says where it is (`/proc/self/fd/N`), which must lie
+//!   under the root's own real path. A rename after the open cannot change
+//!   what the fd is.
 //! - **A fallback that is still confined.** Where `openat2` is missing
 //!   (`ENOSYS`, before Linux 5.6) or forbidden (`EPERM`, a seccomp filter),
 //!   every open takes that second way. So does every open when the
@@ -103,8 +105,11 @@ impl Root {
         if OPENAT2.load(Ordering::Relaxed) {
             match sys::openat2_beneath(dir, rel, how) {
                 // An absolute symlink, or a relative one that climbs out of
-                // `dir`: it may still lead inside the root. Checked below.
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+                // `dir` (EXDEV): it may still lead inside the root. Or a `..`
+                // in a symlink while something on the system was renamed
+                // (EAGAIN), which the kernel will not vouch for. Both are
+                // checked below, by where the opened fd is.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EAGAIN)) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
                     OPENAT2.store(false, Ordering::Relaxed);
                 }
