@@ -4,7 +4,7 @@
 //!
 //! - **sendfile(2).** The kernel sends the file's pages from the page cache
 //!   to the socket itself: no copy through user space, one call for the
-//!   whole body (cut short only by the send timeout, and then resumed).
+//!   whole body (cut short only when the client is slow, and then resumed).
 //!   The head goes first with `MSG_MORE`, so it shares segments with the
 //!   body. Where the kernel refuses sendfile for a file (`EINVAL`,
 //!   `ENOSYS`: file systems whose files cannot be spliced), or where
@@ -16,13 +16,14 @@
 //!   waited for.
 //!
 //! Both paths count the body bytes that left, for the log line, whatever
-//! ends them: the send timeout, a client that goes away, or the file.
+//! ends them: the send timeout (kept by `progress::Sender`), a client that
+//! goes away, or the file.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::sys::Socket;
+use crate::progress::Sender;
 
 /// The read/write loop moves a file in chunks of this size.
 const CHUNK: usize = 64 * 1024;
@@ -33,7 +34,7 @@ const MAX_SENDFILE: u64 = 0x7fff_f000;
 /// the body bytes that went out. With `use_sendfile`, the body goes by
 /// sendfile(2) where the kernel allows it.
 pub fn send_file(
-    sock: &Socket,
+    out: &mut Sender,
     file: &File,
     head: &[u8],
     len: u64,
@@ -41,22 +42,22 @@ pub fn send_file(
     sent: &mut u64,
 ) -> io::Result<()> {
     if use_sendfile && len > 0 {
-        sock.send_all_more(head)?;
-        match sendfile_all(sock, file, len, sent) {
+        out.send_all_more(head)?;
+        match sendfile_all(out, file, len, sent) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
             done => return done,
         }
-        return copy_all(sock, file, &[], len, sent);
+        return copy_all(out, file, &[], len, sent);
     }
-    copy_all(sock, file, head, len, sent)
+    copy_all(out, file, head, len, sent)
 }
 
 /// The body by sendfile(2), from where `sent` stands up to `len`.
-fn sendfile_all(sock: &Socket, file: &File, len: u64, sent: &mut u64) -> io::Result<()> {
+fn sendfile_all(out: &mut Sender, file: &File, len: u64, sent: &mut u64) -> io::Result<()> {
     let mut offset = *sent;
     while offset < len {
         let count = (len - offset).min(MAX_SENDFILE) as usize;
-        let n = sock.sendfile(file, &mut offset, count)?;
+        let n = out.sendfile(file, &mut offset, count)?;
         if n == 0 {
             return Err(shrank(offset, len));
         }
@@ -68,7 +69,7 @@ fn sendfile_all(sock: &Socket, file: &File, len: u64, sent: &mut u64) -> io::Res
 /// The body by the homework's loop: read a chunk at the next offset, write
 /// it all. `head` (if not empty) goes out in the first write, so that a
 /// small file is one write and, on the wire, one segment.
-fn copy_all(sock: &Socket, file: &File, head: &[u8], len: u64, sent: &mut u64) -> io::Result<()> {
+fn copy_all(out: &mut Sender, file: &File, head: &[u8], len: u64, sent: &mut u64) -> io::Result<()> {
     let first = (len - *sent).min(CHUNK as u64) as usize;
     let mut buf = vec![0u8; head.len() + first];
     buf[..head.len()].copy_from_slice(head);
@@ -77,7 +78,7 @@ fn copy_all(sock: &Socket, file: &File, head: &[u8], len: u64, sent: &mut u64) -
         let want = (len - *sent).min((buf.len() - filled) as u64) as usize;
         let n = if want == 0 { 0 } else { file.read_at(&mut buf[filled..filled + want], *sent)? };
         if filled + n > 0 {
-            sock.write_all(&buf[..filled + n])?;
+            out.write_all(&buf[..filled + n])?;
             *sent += n as u64;
         }
         if *sent == len {

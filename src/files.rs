@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::conns::Connection;
+use crate::progress::Sender;
 use crate::request::{self, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
 use crate::root::{Found, Root};
@@ -43,28 +44,34 @@ pub fn handle_files_request(conn: Connection) {
     let Some(root) = config::files_root() else { return };
     let started = Instant::now();
     let sock = &conn.sock;
-    // A write() that moves no byte for `--send-timeout` fails, and the
-    // connection ends: the socket has SO_SNDTIMEO from the listener.
     let incoming = read_request(sock);
     let head_only = request::is_head_request(&incoming.received);
     let mut sent = Sent { status: Status::Ok, body_bytes: 0 };
+    // The response is dropped once the client has made no progress for
+    // `--send-timeout` (the socket's SO_SNDTIMEO, from the listener, makes
+    // a blocked write come back to be judged).
+    let out = &mut Sender::new(sock, config::settings().send_timeout);
     let result = match incoming.request.and_then(|req| resolve(root, &req)) {
         Ok(Resource::File { found, content_type }) => {
-            serve_file(sock, found, content_type, head_only, &mut sent)
+            serve_file(out, found, content_type, head_only, &mut sent)
         }
         Ok(Resource::Listing { root, dir, segments }) => {
-            serve_directory(sock, &root, dir, &segments, head_only, &mut sent)
+            serve_directory(out, &root, dir, &segments, head_only, &mut sent)
         }
-        Err(status) => send_status(sock, status, head_only, &mut sent),
+        Err(status) => send_status(out, status, head_only, &mut sent),
     };
     if log::info_enabled() {
         log_request(&conn, &incoming.received, &sent, started, &result);
     }
     // With nothing left unread, closing cannot reset the connection: the
     // response goes out, then FIN. Otherwise, drain before closing. A
-    // response that could not be sent has nothing left to protect.
-    if !incoming.all_read && result.is_ok() {
-        response::lingering_close(sock);
+    // response that could not be sent has nothing left to protect, and a
+    // client that stopped reading is dropped with a reset: it is told the
+    // response was cut, and the kernel keeps nothing queued for it.
+    match &result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => _ = sock.abort(),
+        Ok(()) if !incoming.all_read => response::lingering_close(sock),
+        _ => {}
     }
 }
 
@@ -149,7 +156,7 @@ fn status_for(e: &io::Error) -> Status {
 }
 
 /// An error page for `status`.
-fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) -> io::Result<()> {
+fn send_status(out: &mut Sender, status: Status, head_only: bool, sent: &mut Sent) -> io::Result<()> {
     let (detail, extra): (&str, &[(&str, &str)]) = match status {
         Status::BadRequest => ("The request could not be understood.", &[]),
         Status::Forbidden => ("You may not read that path.", &[]),
@@ -159,7 +166,7 @@ fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) 
         _ => ("", &[]),
     };
     sent.status = status;
-    sent.body_bytes = response::send_error(sock, status, detail, extra, head_only)?;
+    sent.body_bytes = response::send_error(out, status, detail, extra, head_only)?;
     Ok(())
 }
 
@@ -167,7 +174,7 @@ fn send_status(sock: &Socket, status: Status, head_only: bool, sent: &mut Sent) 
 /// its bytes (none for HEAD). How the bytes go out, and what happens if the
 /// file changes size meanwhile, is `body::send_file`'s.
 fn serve_file(
-    sock: &Socket,
+    out: &mut Sender,
     found: Found,
     content_type: &str,
     head_only: bool,
@@ -177,16 +184,16 @@ fn serve_file(
     let head = response::response_head(Status::Ok, content_type, len, &[]);
     sent.status = Status::Ok;
     if head_only {
-        return sock.write_all(head.as_bytes());
+        return out.write_all(head.as_bytes());
     }
     let use_sendfile = config::settings().sendfile;
-    body::send_file(sock, &found.file, head.as_bytes(), len, use_sendfile, &mut sent.body_bytes)
+    body::send_file(out, &found.file, head.as_bytes(), len, use_sendfile, &mut sent.body_bytes)
 }
 
 /// Skeleton: `serve_directory`. `200 OK` with an HTML page that links to the
 /// parent and to each entry, read from the directory that was opened.
 fn serve_directory(
-    sock: &Socket,
+    out: &mut Sender,
     root: &Root,
     dir: Found,
     segments: &[OsString],
@@ -195,12 +202,12 @@ fn serve_directory(
 ) -> io::Result<()> {
     let mut entries = match root.list(dir) {
         Ok(entries) => entries,
-        Err(e) => return send_status(sock, status_for(&e), head_only, sent),
+        Err(e) => return send_status(out, status_for(&e), head_only, sent),
     };
     entries.sort();
     let body = listing_page(segments, &entries);
     sent.status = Status::Ok;
-    sent.body_bytes = response::send_html(sock, Status::Ok, &body, &[], head_only)?;
+    sent.body_bytes = response::send_html(out, Status::Ok, &body, &[], head_only)?;
     Ok(())
 }
 

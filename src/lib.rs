@@ -66,6 +66,7 @@ mod files;
 mod log;
 mod mime;
 mod modes;
+mod progress;
 mod proxy;
 mod relay;
 mod request;

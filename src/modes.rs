@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::config::{self, Mode};
 use crate::conns::{Connection, OPEN_CONNECTIONS};
+use crate::progress::Sender;
 use crate::response::{self, Status};
 use crate::sys::{self, Forked, Socket};
 use crate::wq::{self, WorkQueue};
@@ -215,7 +216,8 @@ impl Refuser {
         thread::Builder::new().name("refuser".into()).stack_size(64 * 1024).spawn(move || {
             for conn in refused {
                 let detail = "The server is at its limit of connections. Try again shortly.";
-                let _ = response::send_error(&conn.sock, Status::ServiceUnavailable, detail, &[], false);
+                let out = &mut Sender::new(&conn.sock, config::settings().send_timeout);
+                let _ = response::send_error(out, Status::ServiceUnavailable, detail, &[], false);
                 response::lingering_close(&conn.sock);
             }
         })?;
@@ -261,7 +263,7 @@ mod tests {
         };
         let ran = threads::run(done, job).is_ok() && job_ran.recv().is_ok();
         let answer: &[u8] = if ran { b"served; the job ran\n" } else { b"served; no job\n" };
-        let _ = conn.sock.write_all(answer);
+        let _ = Sender::new(&conn.sock, None).write_all(answer);
         panic!("the child's handler panics after answering");
     }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conns::Connection;
+use crate::progress::Sender;
 use crate::relay::{self, CopyBuffer, Direction, Ending, Outcome, Relay, Step, Upstream};
 use crate::response::{self, Status};
 use crate::sys::{self, Socket};
@@ -71,7 +72,11 @@ pub fn handle_proxy_request(conn: Connection) {
 
 /// Resolves `host` and tries each of its addresses in order until one
 /// connects. The error names the host and every address tried.
-pub fn connect_upstream(host: &str, port: u16, timeout: Duration) -> io::Result<(Socket, SocketAddr)> {
+pub fn connect_upstream(
+    host: &'static str,
+    port: u16,
+    timeout: Duration,
+) -> io::Result<(Socket, SocketAddr)> {
     let addrs = sys::getaddrinfo(host, port)
         .map_err(|e| io::Error::new(e.kind(), format!("resolve {host}: {}", log::describe(&e))))?;
     let mut failures = Vec::new();
@@ -100,7 +105,7 @@ fn bad_gateway(client: &Socket, host: &str, port: u16, err: &io::Error) {
     };
     let head_only = request::is_head_request(&received);
     let detail = format!("The upstream server {host}:{port} could not be reached: {err}.");
-    let _ = response::send_error(client, Status::BadGateway, &detail, &[], head_only);
+    let _ = response::send_error(&mut Sender::new(client, None), Status::BadGateway, &detail, &[], head_only);
     response::lingering_close(client);
 }
 

@@ -20,11 +20,12 @@
 //! - **Timeouts** (`--idle-timeout`, `--half-close-timeout`), kept with
 //!   `SO_RCVTIMEO`/`SO_SNDTIMEO` and the shared last-activity time: a read
 //!   that times out asks whether the *connection* has been idle, so that a
-//!   long one-way stream is never cut. Every byte the kernel takes from a
-//!   write counts as activity ([`Relay::write_all`]): a blocked write comes
-//!   back every quarter of the shortest timeout with what it moved, so a
-//!   slow reader is live, and a writer that moved nothing for the whole
-//!   timeout is idle. A timeout resets both sides.
+//!   long one-way stream is never cut. A write counts as activity when it
+//!   reaches the peer ([`Relay::write_all`], `progress::Delivery`): a
+//!   blocked write comes back every sixteenth of the shortest timeout, and
+//!   counts only if the peer has acknowledged more since, so a slow reader
+//!   is live, and one that stopped is idle however many bytes the kernel
+//!   still takes. A timeout resets both sides.
 //! - **The bulk buffer** ([`CopyBuffer`]). A direction reads into 4 KiB on
 //!   its own stack, left uninitialised, so an idle connection holds no heap
 //!   buffer and only the stack pages its reads have written. While reads
@@ -49,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::conns::{Connection, Slot};
+use crate::progress::{self, Delivery};
 use crate::sys::Socket;
 use crate::{log, sync, threads};
 
@@ -249,6 +251,8 @@ pub struct Relay {
     started: Instant,
     /// Milliseconds after `started` of the last byte relayed either way.
     last_activity_ms: AtomicU64,
+    /// Whether each direction's writes reach their peer, indexed by `Direction`.
+    delivery: [Delivery; 2],
     idle_timeout: Option<Duration>,
     half_close_timeout: Option<Duration>,
     end: Mutex<End>,
@@ -271,13 +275,14 @@ impl Relay {
             _slot: slot,
             started,
             last_activity_ms: AtomicU64::new(0),
+            delivery: Default::default(),
             idle_timeout: settings.idle_timeout,
             half_close_timeout: settings.half_close_timeout,
             end: Mutex::new(End::default()),
             end_changed: Condvar::new(),
         };
         let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
-        let write_check = first_look.map(|d| d / 4);
+        let write_check = first_look.map(progress::write_check);
         let wait = first_look.unwrap_or(LONGEST_WAIT);
         for (sock, may_move) in [(&relay.client, may_leave), (&relay.upstream, true)] {
             let _ = sock.set_nodelay(true);
@@ -329,24 +334,33 @@ impl Relay {
         Ok(wait)
     }
 
-    /// Writes all of `data` to `to`. Every byte the kernel takes is activity,
-    /// however long the whole write takes. A write() that takes nothing for
-    /// the write-check period (`SO_SNDTIMEO`) comes back to see whether the
-    /// connection has timed out: a reader that stopped is idle.
+    /// Writes all of `data` to `to`. A write that the peer's acknowledgements
+    /// show reaching it is activity, however long the whole write takes
+    /// (`progress::Delivery`); the bytes the kernel takes from a blocked
+    /// write are not. A blocked write comes back every write-check period
+    /// (`SO_SNDTIMEO`) to see whether the connection has timed out: a reader
+    /// that stopped is idle.
     pub fn write_all(&self, dir: Direction, to: &Socket, mut data: &[u8]) -> Result<(), Stop> {
-        self.touch(); // for the bytes just read
+        let delivery = &self.delivery[dir as usize];
+        // The bytes just read are activity, unless this direction's writes
+        // are blocked on a peer that has acknowledged nothing since: then
+        // they were read only because the kernel took a few more bytes.
+        if delivery.progressed(to, data.len(), data.len()) {
+            self.touch();
+        }
         while !data.is_empty() {
-            match to.write(data) {
+            let moved = match to.write(data) {
                 Ok(0) => return Err(Stop::WriteFailed(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    data = &data[n..];
-                    self.touch();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.next_read_timeout(dir).map_err(Stop::TimedOut)?;
-                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(Stop::WriteFailed(e)),
+            };
+            if delivery.progressed(to, moved, data.len()) {
+                self.touch();
+            } else {
+                self.next_read_timeout(dir).map_err(Stop::TimedOut)?;
             }
+            data = &data[moved..];
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::io;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use crate::progress::Sender;
 use crate::sys::Socket;
 
 /// The statuses the server sends.
@@ -77,7 +78,7 @@ pub fn response_head(
 /// answer to HEAD (`head_only`), the same head and no body. Returns how many
 /// body bytes were sent.
 pub fn send_html(
-    sock: &Socket,
+    out: &mut Sender,
     status: Status,
     body: &str,
     extra: &[(&str, &str)],
@@ -87,19 +88,19 @@ pub fn send_html(
     if !head_only {
         msg.push_str(body);
     }
-    sock.write_all(msg.as_bytes())?;
+    out.write_all(msg.as_bytes())?;
     Ok(if head_only { 0 } else { body.len() as u64 })
 }
 
 /// Sends an error as a small HTML page; `detail` is plain text.
 pub fn send_error(
-    sock: &Socket,
+    out: &mut Sender,
     status: Status,
     detail: &str,
     extra: &[(&str, &str)],
     head_only: bool,
 ) -> io::Result<u64> {
-    send_html(sock, status, &error_page(status, detail), extra, head_only)
+    send_html(out, status, &error_page(status, detail), extra, head_only)
 }
 
 /// A small HTML page for an error status.

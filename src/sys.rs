@@ -132,14 +132,14 @@ impl Socket {
         Ok(n as usize)
     }
 
-    /// Corresponds to `send(2)` with `MSG_MORE`, looping over short sends:
-    /// all of `buf` is handed over, but the kernel holds it back until more
-    /// follows, so that a head and the body sent after it share segments.
-    pub fn send_all_more(&self, buf: &[u8]) -> io::Result<()> {
-        all_of(buf, |rest| {
-            // SAFETY: `rest` is valid for reads of `rest.len()` bytes.
-            cvt_r(|| unsafe { libc::send(self.raw(), rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) })
-        })
+    /// Corresponds to `send(2)` with `MSG_MORE`, retried on EINTR: the
+    /// kernel holds what it takes back until more follows, so that a head
+    /// and the body sent after it share segments. Returns how many bytes of
+    /// `buf` it took.
+    pub fn send_more(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        let n = cvt_r(|| unsafe { libc::send(self.raw(), buf.as_ptr().cast(), buf.len(), libc::MSG_MORE) })?;
+        Ok(n as usize)
     }
 
     /// Corresponds to `sendfile(2)`: the kernel sends up to `count` bytes of
@@ -155,11 +155,6 @@ impl Socket {
         let n = cvt_r(|| unsafe { libc::sendfile(self.raw(), fd, &mut off, count) })? as usize;
         *offset += n as u64;
         Ok(n)
-    }
-
-    /// Writes all of `buf`, looping over short writes.
-    pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        write_all(self.raw(), buf)
     }
 
     /// Corresponds to `shutdown(2)`.
@@ -202,6 +197,27 @@ impl Socket {
     /// Sets `TCP_NODELAY`, so small writes leave at once.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.setsockopt(libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int)
+    }
+
+    /// Corresponds to `getsockopt(TCP_INFO)`: how many bytes the peer has
+    /// acknowledged (`tcpi_bytes_acked`, Linux 4.2), that is, taken into its
+    /// receive window. Unlike the bytes the kernel takes from a write, this
+    /// moves only when the peer makes room by reading.
+    pub fn bytes_acked(&self) -> io::Result<u64> {
+        // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let ptr = ptr::addr_of_mut!(info).cast();
+        // SAFETY: `info` is writable for `len` bytes; the kernel writes at most that many.
+        cvt(unsafe { libc::getsockopt(self.raw(), libc::IPPROTO_TCP, libc::TCP_INFO, ptr, &mut len) })?;
+        Ok(info.tcpi_bytes_acked)
+    }
+
+    /// Sets `TCP_NOTSENT_LOWAT`: a write blocks while `bytes` or more that
+    /// have not yet been sent wait in the socket, so what a blocked write
+    /// takes follows what leaves, not the send buffer's growth.
+    pub fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, bytes as libc::c_int)
     }
 
     /// Corresponds to `getsockname(2)`.
@@ -666,18 +682,18 @@ pub fn write_std(stream: StdStream, buf: &[u8]) -> io::Result<()> {
 fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     all_of(buf, |rest| {
         // SAFETY: `rest` is valid for reads of `rest.len()` bytes; the caller keeps `fd` open.
-        cvt_r(|| unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) })
+        cvt_r(|| unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) }).map(|n| n as usize)
     })
 }
 
 /// Calls `once` on what is left of `buf` until all of it is taken: the
 /// one loop over short writes. A call that takes nothing is an error, not
 /// a reason to spin.
-fn all_of(mut buf: &[u8], mut once: impl FnMut(&[u8]) -> io::Result<isize>) -> io::Result<()> {
+pub fn all_of(mut buf: &[u8], mut once: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
     while !buf.is_empty() {
         match once(buf)? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => buf = &buf[n as usize..],
+            n => buf = &buf[n..],
         }
     }
     Ok(())
