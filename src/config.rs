@@ -56,15 +56,16 @@ pub struct Settings {
     pub quiet: bool,
     /// `--request-timeout SECS`: how long a client may take to send its request head.
     pub request_timeout: Duration,
-    /// `--send-timeout SECS`: in files mode, a write to the client that moves
-    /// no byte for this long ends the connection. `None` (0 on the command
-    /// line) waits for ever.
+    /// `--send-timeout SECS`: in files mode, a client that has acknowledged
+    /// nothing of its response for this long is dropped (see `progress`).
+    /// `None` (0 on the command line) waits for ever.
     pub send_timeout: Option<Duration>,
     /// Files mode sends file bodies with sendfile(2); `--no-sendfile` sends
     /// them with read() and write(), for file systems where sendfile
     /// misbehaves.
     pub sendfile: bool,
-    /// `--connect-timeout SECS`: how long one connect attempt to the upstream may take.
+    /// `--connect-timeout SECS`: how long the upstream's name lookup, and then
+    /// each connect attempt, may take.
     pub connect_timeout: Duration,
     /// `--idle-timeout SECS`: a proxied connection with no byte either way for
     /// this long is closed. `None` (0 on the command line) never closes it.
@@ -153,10 +154,15 @@ fn command_line() -> getopts::Options {
         .optopt(
             "",
             "send-timeout",
-            "files mode: end a response whose write moves no byte this long (default 60; 0 never)",
+            "files mode: drop a client that acknowledges nothing this long (default 60; 0 never)",
             "SECS",
         )
-        .optopt("", "connect-timeout", "time one connect to the upstream may take (default 5)", "SECS")
+        .optopt(
+            "",
+            "connect-timeout",
+            "time the upstream's lookup, then each connect, may take (default 5)",
+            "SECS",
+        )
         .optopt(
             "",
             "idle-timeout",
