@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SERVERS := httpserver forkserver threadserver poolserver
 
-.PHONY: all test browser clean run demo bench answers
+.PHONY: all test browser clean run demo bench answers stalls
 
 SOURCES := Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 
@@ -60,6 +60,11 @@ $(TOKIO_RELAY): bench/peers/tokio-relay/Cargo.toml bench/peers/tokio-relay/Cargo
 # bench/RESULTS.md. Not run by CI.
 bench: all $(C_RELAY) $(TOKIO_RELAY)
 	python3 bench/bench.py
+
+# How long a client that stops reading holds each server, by the wall clock,
+# with nginx beside us. Not run by CI.
+stalls: all
+	python3 bench/stalled.py
 
 # The homework's Performance task: ab against the four servers; writes
 # results/answers.md and results/time_per_request.svg. Not run by CI.
