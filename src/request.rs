@@ -55,15 +55,25 @@ pub struct BadHead {
 /// the timeout.
 pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
     let deadline = Instant::now() + timeout;
+    read_head_from(|buf| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        sock.read(buf)
+    })
+}
+
+/// [`read_head`] over any source of bytes: `read` fills the front of the
+/// buffer it is given as `read(2)` would, `Ok(0)` at the end of the stream
+/// and `WouldBlock` once the time for the head is up. However the source
+/// cuts the bytes, the head is the same.
+pub fn read_head_from(mut read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> Result<Head, BadHead> {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
     let fail = |status, buf: &[u8]| BadHead { status, received: buf.to_vec() };
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
-            return Err(fail(Status::RequestTimeout, &buf[..filled]));
-        }
-        let n = match sock.read(&mut buf[filled..]) {
+        let n = match read(&mut buf[filled..]) {
             Ok(0) if buf[..filled].contains(&b'\n') => {
                 buf.truncate(filled);
                 return Ok(Head { bytes: buf, more_may_follow: false });
@@ -75,7 +85,9 @@ pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
             }
             Err(_) => return Err(fail(Status::BadRequest, &buf[..filled])),
         };
-        let search_from = filled.saturating_sub(3);
+        // A head's end is at most 3 bytes long: it may have begun in the
+        // bytes already there.
+        let search_from = filled.saturating_sub(2);
         filled += n;
         if buf[..filled].starts_with(b"\n") || buf[..filled].starts_with(b"\r\n") {
             return Err(fail(Status::BadRequest, &buf[..filled]));
@@ -92,6 +104,28 @@ pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
             return Err(fail(Status::BadRequest, &buf[..filled]));
         }
     }
+}
+
+/// [`read_head_from`] fed `pieces`, each as one read (or more, where the
+/// buffer has less room), then the end of the stream, or, if the client
+/// `keeps_open` the connection, the time running out: how the fuzz target
+/// and the property tests cut a head wherever they like.
+pub fn read_head_from_pieces(pieces: &[&[u8]], keeps_open: bool) -> Result<Head, BadHead> {
+    let mut pieces = pieces.iter().copied().filter(|p| !p.is_empty());
+    let mut rest: &[u8] = &[];
+    read_head_from(|buf| {
+        if rest.is_empty() {
+            match pieces.next() {
+                Some(piece) => rest = piece,
+                None if keeps_open => return Err(io::ErrorKind::WouldBlock.into()),
+                None => return Ok(0),
+            }
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        Ok(n)
+    })
 }
 
 /// Whether the request in `bytes` asks for `HEAD`: its answer carries no
@@ -127,18 +161,17 @@ pub fn loggable_request_line(bytes: &[u8]) -> String {
     out
 }
 
-/// Where the head ends in `bytes`: the index just past `\r\n\r\n` (or a bare
-/// `\n\n`, which lenient clients send).
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    (0..bytes.len()).find_map(|i| {
-        let rest = &bytes[i..];
-        if rest.starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if rest.starts_with(b"\n\n") {
-            Some(i + 2)
-        } else {
-            None
-        }
+/// Where the head ends in `bytes`: the index just past its first empty
+/// line. A line ends with LF, with or without a CR before it, so the end is
+/// a LF followed by LF or by CRLF (`\r\n\r\n`, `\n\n`, and what clients
+/// that mix the two send, `\n\r\n` and `\r\n\n`). The one definition:
+/// [`read_head_from`] stops reading there, and [`parse_head`] reads no
+/// further.
+pub fn head_end(bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len()).find_map(|i| match &bytes[i..] {
+        [b'\n', b'\n', ..] => Some(i + 2),
+        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
     })
 }
 
@@ -155,6 +188,7 @@ fn could_be_head(bytes: &[u8]) -> bool {
 /// `METHOD SP TARGET SP HTTP/x.y`, then `Name: value` lines.
 /// A malformed head, or a target that does not start with `/`, is a 400.
 pub fn parse_head(head: &[u8]) -> Result<Request, Status> {
+    let head = &head[..head_end(head).unwrap_or(head.len())];
     let text = std::str::from_utf8(head).map_err(|_| Status::BadRequest)?;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let request_line = lines.next().unwrap_or("");
@@ -233,7 +267,7 @@ pub fn decode_path(target: &str) -> Result<LocalPath, Status> {
 }
 
 /// Decodes `%XX` escapes; `None` if an escape is cut short or not hex.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {
@@ -382,6 +416,28 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.0\r\n\r\nbody"), Some(18));
         assert_eq!(head_end(b"GET / HTTP/1.0\n\n"), Some(16));
         assert_eq!(head_end(b"GET / HTTP/1.0\r\nHost: x\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\r\nX"), Some(17));
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\n\nX"), Some(17));
+    }
+
+    /// Any head, cut at any point, gets the answer it gets in one piece,
+    /// whether the client then ends its stream or keeps waiting.
+    #[test]
+    fn a_head_gets_the_same_answer_however_it_is_cut() {
+        let answer =
+            |read: Result<Head, BadHead>| read.map_err(|bad| bad.status).and_then(|h| parse_head(&h.bytes));
+        proptest!(ProptestConfig::with_cases(20_000), |(head in strategies::hostile_head(), at in any::<prop::sample::Index>(), keeps_open in any::<bool>())| {
+            let cut = at.index(head.len() + 1);
+            let whole = answer(read_head_from_pieces(&[&head], keeps_open));
+            let pieces = answer(read_head_from_pieces(&[&head[..cut], &head[cut..]], keeps_open));
+            prop_assert_eq!(whole, pieces, "{:?} cut at {}", head, cut);
+        });
+        let mixed = b"GET / HTTP/1.0\n\r\n\x01\r\n\r\n";
+        for keeps_open in [false, true] {
+            let whole = answer(read_head_from_pieces(&[mixed], keeps_open));
+            assert_eq!(whole, answer(read_head_from_pieces(&[&mixed[..18], &mixed[18..]], keeps_open)));
+            assert!(whole.is_ok(), "{whole:?}");
+        }
     }
 
     #[test]
