@@ -6,9 +6,14 @@
 //! read it through the accessor functions below.
 #![allow(non_upper_case_globals)]
 
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv6Addr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use crate::log::printable;
 
 /// The concurrency model, one per executable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,9 +207,21 @@ pub fn usage(mode: Mode) -> String {
     command_line().usage(&brief)
 }
 
-/// Parses the arguments after the program name. An `Err` is a one-line
-/// message naming what is wrong.
-pub fn parse_args(mode: Mode, args: &[String]) -> Result<Command, String> {
+/// Parses the arguments after the program name. An `Err` is one printable
+/// line naming what is wrong: what it quotes of the arguments is escaped
+/// (`log::printable`), and an argument that is not UTF-8 is named, not a
+/// panic.
+pub fn parse_args(mode: Mode, args: &[OsString]) -> Result<Command, String> {
+    let utf8 = |a: &OsString| {
+        a.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("argument '{}' is not UTF-8", printable(a.as_bytes())))
+    };
+    let args = args.iter().map(utf8).collect::<Result<Vec<_>, _>>()?;
+    parse_utf8_args(mode, &args).map_err(|msg| printable(msg.as_bytes()))
+}
+
+fn parse_utf8_args(mode: Mode, args: &[String]) -> Result<Command, String> {
     let matches = command_line().parse(args).map_err(|e| e.to_string())?;
     if matches.opt_present("help") {
         return Ok(Command::Help);
@@ -306,7 +323,8 @@ fn files_directory(dir: &str) -> Result<PathBuf, String> {
 pub fn parse_upstream(s: &str) -> Result<(String, u16), String> {
     let bad = || format!("--proxy {s}: expected HOST or HOST:PORT");
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let (host, after) =
+            rest.split_once(']').filter(|(h, _)| h.parse::<Ipv6Addr>().is_ok()).ok_or_else(bad)?;
         match after {
             "" => (host, None),
             _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
@@ -317,14 +335,28 @@ pub fn parse_upstream(s: &str) -> Result<(String, u16), String> {
             _ => (s, None),
         }
     };
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(bad());
+    if !is_host(host) {
+        return Err(format!("--proxy {s}: '{host}' is neither a host name nor an address"));
     }
     let port = match port {
         Some(p) => parse_number::<u16>("the --proxy port", p, 1, u16::MAX)?,
         None => DEFAULT_PROXY_PORT,
     };
     Ok((host.to_string(), port))
+}
+
+/// Whether `host` can name a host: an IPv4 or IPv6 address, or a DNS name
+/// (labels of letters, digits, `-` and `_`, 1 to 63 bytes each, at most
+/// 253 in all, a final dot allowed).
+fn is_host(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host.parse::<IpAddr>().is_ok() || (name.len() <= 253 && name.split('.').all(label_ok))
 }
 
 /// Fills the globals from `config`. Called once, from `main`.
@@ -365,8 +397,8 @@ pub fn settings() -> &'static Settings {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn args(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
     }
 
     fn run(mode: Mode, s: &str) -> Config {

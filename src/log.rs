@@ -81,6 +81,37 @@ pub fn describe(e: &io::Error) -> String {
     }
 }
 
+/// `bytes` as one printable line: valid UTF-8 is kept but for control
+/// characters, and they and every byte that is not UTF-8 are written
+/// `\xNN` (`\u{NNNN}` for wider ones). For error messages that quote what
+/// a user typed: a CR or an escape sequence in an argument never reaches
+/// the terminal raw.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (valid, bad) = match std::str::from_utf8(rest) {
+            Ok(all) => (all, 0),
+            Err(e) => {
+                let bad = e.error_len().unwrap_or(rest.len() - e.valid_up_to());
+                (std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or_default(), bad)
+            }
+        };
+        for c in valid.chars() {
+            match c {
+                c if !c.is_control() => out.push(c),
+                c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            }
+        }
+        for b in &rest[valid.len()..valid.len() + bad] {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+        rest = &rest[valid.len() + bad..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// globals, listen, and serve until SIGINT or SIGTERM.
 pub fn main(mode: Mode) -> ExitCode {
     let prog = mode.program_name();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
     match config::parse_args(mode, &args) {
         Ok(Command::Help) => {
             print!("{}", config::usage(mode));

@@ -97,3 +97,43 @@ fn port_0_picks_a_real_port_and_says_which() {
     assert!(std::net::TcpStream::connect(server.addr()).is_ok());
     assert!(std::net::TcpStream::connect(("::1", server.port)).is_ok(), "IPv6 is served too");
 }
+
+per_server! {
+    /// Found by fuzzing: an argument that is not UTF-8 panicked (exit 101),
+    /// a CR in an argument reached the terminal raw, and `--proxy` took hosts
+    /// that can never resolve. Each is now one printable line, the usage,
+    /// and exit status 2.
+    fn arguments_that_cannot_be_taken_get_one_printable_line(name) {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let threads: &[&str] = if name == "poolserver" { &["--num-threads", "2"] } else { &[] };
+        let not_utf8 = OsStr::from_bytes(b"/tmp/\xff");
+        let out = Command::new(common::bin(name)).arg("--files").arg(not_utf8).args(threads).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(first.contains("not UTF-8") && first.contains("\\xff"), "{name}: {first:?}");
+        assert!(stderr.contains("Usage:"), "{name}: {stderr}");
+        for raw in ["\r", "--files\u{1b}[2J", "x\ny"] {
+            let out = run(name, &[&[raw][..], threads].concat());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {raw:?}: {stderr}");
+            let first = stderr.lines().next().unwrap_or("");
+            assert!(!first.chars().any(char::is_control), "{name} {raw:?}: {first:?}");
+            assert!(!stderr.contains('\r') && !stderr.contains('\u{1b}'), "{name} {raw:?}: {stderr:?}");
+        }
+        for host in ["localhost:23001:1", "\u{10}", "bad host", "a..b", "-x.example", "[localhost]:80", "exa$mple.com"] {
+            assert_usage_error(name, &[&["--proxy", host][..], threads].concat(), "--proxy");
+        }
+    }
+}
+
+per_server! {
+    /// Every form of upstream that can be one still starts.
+    fn proxy_hosts_that_can_be_hosts_start(name) {
+        for host in ["localhost:1", "127.0.0.1:80", "[::1]:8080", "::1", "my_host.example.", "xn--bcher-kva.example:99"] {
+            let srv = Server::start(name, &["--proxy", host]);
+            drop(srv);
+        }
+    }
+}
