@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SERVERS := httpserver forkserver threadserver poolserver
 
-.PHONY: all test browser clean run demo bench answers stalls
+.PHONY: all test browser clean run demo bench answers stalls fuzz
 
 SOURCES := Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 
@@ -66,6 +66,12 @@ bench: all $(C_RELAY) $(TOKIO_RELAY)
 stalls: all
 	python3 bench/stalled.py
 
+# Coverage-guided fuzzing of the head reader, the path resolver, the listing
+# and the command line (fuzz/, a crate of its own): FUZZ_SECS per target
+# (default 60). Not run by CI; make test replays the committed corpus.
+fuzz:
+	bash fuzz/run.sh
+
 # The homework's Performance task: ab against the four servers; writes
 # results/answers.md and results/time_per_request.svg. Not run by CI.
 answers: all
@@ -74,4 +80,4 @@ answers: all
 clean:
 	$(CARGO) clean
 	rm -f $(SERVERS) $(C_RELAY)
-	rm -rf bench/peers/tokio-relay/target
+	rm -rf bench/peers/tokio-relay/target fuzz/target fuzz/out

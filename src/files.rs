@@ -145,6 +145,13 @@ fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
     Ok(Resource::File { found, content_type: mime::content_type(&rel) })
 }
 
+/// [`resolve`], for `fuzzing`: the file or directory opened.
+pub(crate) fn resolve_for_fuzzing(root: &Path, req: &Request) -> Result<std::fs::File, Status> {
+    match resolve(root, req)? {
+        Resource::File { found, .. } | Resource::Listing { dir: found, .. } => Ok(found.file),
+    }
+}
+
 /// The file a directory is served as, when it holds one.
 const INDEX: &str = "index.html";
 
@@ -217,7 +224,7 @@ fn serve_directory(
 /// `<base>` is the directory itself with a trailing slash, so `../` leads to
 /// the parent whether or not the request ended in a slash (and from the root,
 /// to the root). Entry links are absolute, percent-encoded paths.
-fn listing_page(segments: &[OsString], entries: &[(OsString, bool)]) -> String {
+pub fn listing_page(segments: &[OsString], entries: &[(OsString, bool)]) -> String {
     let mut here = String::from("/");
     for s in segments {
         here.push_str(&percent_encode(s.as_bytes()));

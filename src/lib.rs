@@ -63,6 +63,8 @@ mod body;
 mod config;
 mod conns;
 mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 mod mime;
 mod modes;
