@@ -17,7 +17,7 @@
 //!   The acknowledgement count is read only then: a client that keeps up
 //!   costs no extra system call.
 //! - **The clock** ([`Sender`]): `SO_SNDTIMEO` is a sixteenth of the send
-//!   timeout, so a blocked write comes back at least that often to be
+//!   timeout (at most a second), so a blocked write comes back that often to be
 //!   judged; the time of the last progress is kept here, outside the
 //!   kernel. In files mode, `TCP_NOTSENT_LOWAT` also stops a blocked
 //!   `sendfile` from taking more once the client's window is full. A client
@@ -33,12 +33,13 @@ use std::time::{Duration, Instant};
 
 use crate::sys::{self, Socket};
 
-/// How often, as a fraction of a timeout, a blocked write comes back to be
-/// judged: the `SO_SNDTIMEO` that goes with a timeout. Short enough that
-/// the kernel's small takes after a client stops (each one ends a wait and
-/// starts another) rarely come within it of each other.
+/// How often a blocked write comes back to be judged: the `SO_SNDTIMEO`
+/// that goes with a timeout, a sixteenth of it and at most a second. Short
+/// enough that the kernel's small takes after a client stops (each one ends
+/// a wait and starts another) rarely come within it of each other: with a
+/// sixteenth alone, a 60 s send timeout dropped a stalled client after 69 s.
 pub fn write_check(timeout: Duration) -> Duration {
-    timeout / 16
+    (timeout / 16).min(Duration::from_secs(1))
 }
 
 /// Files mode's `TCP_NOTSENT_LOWAT`: at most this much of a response waits

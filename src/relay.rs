@@ -22,10 +22,10 @@
 //!   that times out asks whether the *connection* has been idle, so that a
 //!   long one-way stream is never cut. A write counts as activity when it
 //!   reaches the peer ([`Relay::write_all`], `progress::Delivery`): a
-//!   blocked write comes back every sixteenth of the shortest timeout, and
-//!   counts only if the peer has acknowledged more since, so a slow reader
-//!   is live, and one that stopped is idle however many bytes the kernel
-//!   still takes. A timeout resets both sides.
+//!   blocked write comes back every sixteenth of the shortest timeout (at
+//!   most a second), and counts only if the peer has acknowledged more
+//!   since, so a slow reader is live, and one that stopped is idle however
+//!   many bytes the kernel still takes. A timeout resets both sides.
 //! - **The bulk buffer** ([`CopyBuffer`]). A direction reads into 4 KiB on
 //!   its own stack, left uninitialised, so an idle connection holds no heap
 //!   buffer and only the stack pages its reads have written. While reads
