@@ -198,7 +198,7 @@ fn command_line() -> getopts::Options {
     opts
 }
 
-/// The usage text for `program`.
+/// The usage text of `mode`'s program.
 pub fn usage(mode: Mode) -> String {
     let prog = mode.program_name();
     let brief = format!(

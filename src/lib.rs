@@ -55,7 +55,8 @@
 //! - `mime`: content types.
 //! - `log`: log lines, written without locks.
 //! - `sync`: locking that outlives a panic.
-//! - `sys`: the libc calls, and the only `unsafe` in the crate but forkserver's one call of `fork`.
+//! - `sys`: the libc calls, and the only `unsafe` in the crate but `modes::fork_handler`'s two
+//!   calls into `sys` (`fork`, and closing the listener the child inherits).
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -63,7 +63,7 @@ pub fn run<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
 }
 
 /// Runs `f(item)` on a thread made for it, which exits when `f` returns: a
-/// thread that holds nothing from earlier jobs (see `proxy`, where an idle
+/// thread that holds nothing from earlier jobs (see `relay`, where an idle
 /// relay direction moves to one).
 pub fn run_on_new_thread<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
     spawn(item, f, false)
