@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::progress::Sender;
+use crate::progress::{Sender, NOTSENT_LOWAT};
 
 /// The read/write loop moves a file in chunks of this size.
 const CHUNK: usize = 64 * 1024;
@@ -42,6 +42,9 @@ pub fn send_file(
     sent: &mut u64,
 ) -> io::Result<()> {
     if use_sendfile && len > 0 {
+        if len > u64::from(NOTSENT_LOWAT) {
+            let _ = out.sock.set_notsent_lowat(NOTSENT_LOWAT);
+        }
         out.send_all_more(head)?;
         match sendfile_all(out, file, len, sent) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}

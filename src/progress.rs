@@ -19,7 +19,7 @@
 //! - **The clock** ([`Sender`]): `SO_SNDTIMEO` is a sixteenth of the send
 //!   timeout (at most a second), so a blocked write comes back that often to be
 //!   judged; the time of the last progress is kept here, outside the
-//!   kernel. In files mode, `TCP_NOTSENT_LOWAT` also stops a blocked
+//!   kernel. For a large file, `TCP_NOTSENT_LOWAT` also stops a blocked
 //!   `sendfile` from taking more once the client's window is full. A client
 //!   that stops reading is dropped within the timeout and a quarter of it
 //!   (measured at 3 s: 3.3 to 3.5 s after its request), whatever the kernel
@@ -42,12 +42,15 @@ pub fn write_check(timeout: Duration) -> Duration {
     (timeout / 16).min(Duration::from_secs(1))
 }
 
-/// Files mode's `TCP_NOTSENT_LOWAT`: at most this much of a response waits
-/// unsent in the kernel. A blocked `sendfile` then stops taking bytes once
-/// the client's window is full, instead of for as long as the send buffer
-/// grows (0.6 s here after a client stopped, under a 0.19 s `SO_SNDTIMEO`;
-/// 0.4 s with this). Far more than a fast client's connection holds unsent
-/// on its way out.
+/// The `TCP_NOTSENT_LOWAT` of a file body sent with `sendfile`: at most
+/// this much of it waits unsent in the kernel. A blocked `sendfile` then
+/// stops taking bytes once the client's window is full, instead of for as
+/// long as the send buffer grows (0.6 s here after a client stopped, under
+/// a 0.19 s `SO_SNDTIMEO`; 0.4 s with this). Far more than a fast client's
+/// connection holds unsent on its way out. Set only for a body larger than
+/// it (one call more per such response): a smaller one cannot take longer,
+/// and a page built in memory is better handed to the kernel whole, so that
+/// it is freed at once.
 pub const NOTSENT_LOWAT: u32 = 1 << 20;
 
 /// Whether what is written to one socket reaches its peer. Atomics, so that

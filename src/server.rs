@@ -66,12 +66,10 @@ fn run(mode: Mode) -> io::Result<()> {
     let listener = Socket::listen_any(port, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on port {port}: {}", log::describe(&e))))?;
     if files_mode {
-        // Linux copies both to every socket accept() returns: set once here,
-        // with no call per connection. SO_SNDTIMEO brings each blocked write
-        // back to be judged against `--send-timeout`; TCP_NOTSENT_LOWAT
-        // keeps a blocked sendfile from taking more as the send buffer grows.
+        // Linux copies SO_SNDTIMEO to every socket accept() returns: set once
+        // here, it brings each blocked write back to be judged against
+        // `--send-timeout`, with no call per connection.
         listener.set_write_timeout(config::settings().send_timeout.map(progress::write_check))?;
-        listener.set_notsent_lowat(progress::NOTSENT_LOWAT)?;
     }
     let listener = Arc::new(listener);
     let signals = start_signal_thread(Arc::clone(&listener))?;
