@@ -145,10 +145,10 @@ fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
     Ok(Resource::File { found, content_type: mime::content_type(&rel) })
 }
 
-/// [`resolve`], for `fuzzing`: the file or directory opened.
-pub(crate) fn resolve_for_fuzzing(root: &Path, req: &Request) -> Result<std::fs::File, Status> {
+/// [`resolve`], for `fuzzing` and the tests: the file or directory opened.
+pub(crate) fn resolve_to_found(root: &Path, req: &Request) -> Result<Found, Status> {
     match resolve(root, req)? {
-        Resource::File { found, .. } | Resource::Listing { dir: found, .. } => Ok(found.file),
+        Resource::File { found, .. } | Resource::Listing { dir: found, .. } => Ok(found),
     }
 }
 
@@ -268,7 +268,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::fs;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn listing_links_are_absolute_encoded_and_escaped() {
@@ -306,9 +305,8 @@ mod tests {
         let served = std::sync::atomic::AtomicUsize::new(0);
         proptest!(ProptestConfig::with_cases(20_000), |(target in request::strategies::hostile_target())| {
             let req = Request { method: "GET".into(), target: target.clone(), has_body: false };
-            if let Ok(Resource::File { found, .. } | Resource::Listing { dir: found, .. }) = resolve(&root, &req) {
-                // What was opened, wherever a path now leads.
-                let path = fs::read_link(format!("/proc/self/fd/{}", found.file.as_raw_fd())).unwrap();
+            if let Ok(found) = resolve_to_found(&root, &req) {
+                let path = found.real_path().unwrap();
                 prop_assert!(path.starts_with(&root), "{target:?} -> {path:?}");
                 served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

@@ -2,8 +2,6 @@
 //! corpus, reach of the crate: re-exported here for them alone, so that no
 //! module has to be public. Not an API.
 
-use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub use crate::config::{parse_args, Command};
@@ -20,6 +18,5 @@ pub use crate::response::{html_escape, percent_encode, Status};
 /// it answers with instead.
 pub fn resolve(root: &Path, target: &str) -> Result<PathBuf, Status> {
     let req = Request { method: "GET".into(), target: target.into(), has_body: false };
-    let found = crate::files::resolve_for_fuzzing(root, &req)?;
-    fs::read_link(format!("/proc/self/fd/{}", found.as_raw_fd())).map_err(|_| Status::NotFound)
+    crate::files::resolve_to_found(root, &req)?.real_path().map_err(|_| Status::NotFound)
 }

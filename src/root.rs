@@ -61,6 +61,13 @@ pub struct Found {
     pub meta: Metadata,
 }
 
+impl Found {
+    /// Where what was opened really is now, whatever a path leads to since.
+    pub fn real_path(&self) -> io::Result<PathBuf> {
+        real_path(&self.file)
+    }
+}
+
 impl Root {
     /// Opens the directory at `path`, following it afresh.
     pub fn open(path: &Path) -> io::Result<Root> {
