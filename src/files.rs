@@ -97,7 +97,7 @@ fn log_request(conn: &Connection, received: &[u8], sent: &Sent, started: Instant
 /// Reads and parses the request head. Only GET and HEAD are served; any
 /// other method is a 405.
 fn read_request(sock: &Socket) -> Incoming {
-    let head = match request::read_head(sock, config::settings().request_timeout) {
+    let head = match request::read_head(sock, config::settings().request_timeout, true) {
         Ok(head) => head,
         Err(bad) => return Incoming { received: bad.received, request: Err(bad.status), all_read: false },
     };

@@ -66,9 +66,11 @@ fn run(mode: Mode) -> io::Result<()> {
     let listener = Socket::listen_any(port, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on port {port}: {}", log::describe(&e))))?;
     if files_mode {
-        // Linux copies SO_SNDTIMEO to every socket accept() returns: set once
-        // here, it brings each blocked write back to be judged against
-        // `--send-timeout`, with no call per connection.
+        // Linux copies SO_RCVTIMEO and SO_SNDTIMEO to every socket accept()
+        // returns: set once here, with no call per connection, they bound the
+        // first read of a request head by `--request-timeout`, and bring each
+        // blocked write back to be judged against `--send-timeout`.
+        listener.set_read_timeout(Some(config::settings().request_timeout))?;
         listener.set_write_timeout(config::settings().send_timeout.map(progress::write_check))?;
     }
     let listener = Arc::new(listener);
@@ -127,6 +129,9 @@ fn serve_forever(listener: &Socket, dispatch: &Dispatch) {
         let (sock, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(_) if STOPPING.load(Ordering::SeqCst) => return,
+            // In files mode the listener's SO_RCVTIMEO (there for the sockets
+            // it passes it on to) also bounds accept(): no one came meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 backoff.after_accept_error(&e);
                 continue;

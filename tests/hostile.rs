@@ -48,6 +48,22 @@ per_server! {
     }
 }
 
+per_server! {
+    /// Files mode's listener holds `--request-timeout` as its SO_RCVTIMEO, for
+    /// the sockets it passes it on to; it bounds accept() too. A server that
+    /// nobody calls for several of those timeouts logs no error for it, and
+    /// answers the next client at once.
+    fn an_idle_server_outlasts_its_request_timeout_quietly(name) {
+        let dir = common::hello_site("idle");
+        let server = Server::start(name, &["--files", dir.str(), "--request-timeout", "1"]);
+        // The quiet itself is under test: three request timeouts of it.
+        thread::sleep(Duration::from_millis(3500));
+        common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");
+        let errors = server.stderr_lines();
+        assert!(errors.is_empty(), "{name}: an idle listener logged {errors:?}");
+    }
+}
+
 /// A client that asks for 256 MiB and reads nothing for 3 s: the server
 /// does not buffer the rest (RSS grows by less than 16 MiB), and the
 /// transfer then completes byte-exact. Through the proxy, and from files mode.
