@@ -4,9 +4,10 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::conns::Connection;
 use crate::progress::Sender;
@@ -60,9 +61,7 @@ pub fn handle_files_request(conn: Connection) {
         }
         Err(status) => send_status(out, status, head_only, &mut sent),
     };
-    if log::info_enabled() {
-        log_request(&conn, &incoming.received, &sent, started, &result);
-    }
+    let took = started.elapsed();
     // With nothing left unread, closing cannot reset the connection: the
     // response goes out, then FIN. Otherwise, drain before closing. A
     // response that could not be sent has nothing left to protect, and a
@@ -73,11 +72,19 @@ pub fn handle_files_request(conn: Connection) {
         Ok(()) if !incoming.all_read => response::lingering_close(sock),
         _ => {}
     }
+    // The client has its answer and its end of stream before the log line
+    // is written: a slow terminal or pipe on stdout never holds a client.
+    let Connection { sock, peer, slot, .. } = conn;
+    drop(sock);
+    if log::info_enabled() {
+        log_request(peer, &incoming.received, &sent, took, &result);
+    }
+    drop(slot);
 }
 
 /// The access-log line of one request: client, request line (escaped),
 /// status, body bytes sent, time taken, and why a response was cut short.
-fn log_request(conn: &Connection, received: &[u8], sent: &Sent, started: Instant, result: &io::Result<()>) {
+fn log_request(peer: SocketAddr, received: &[u8], sent: &Sent, took: Duration, result: &io::Result<()>) {
     let cut_short = match result {
         Ok(()) => String::new(),
         // The only way a write to a blocking socket would block: SO_SNDTIMEO.
@@ -86,11 +93,11 @@ fn log_request(conn: &Connection, received: &[u8], sent: &Sent, started: Instant
     };
     log::info(format_args!(
         "{} \"{}\" {} {} {:.1} ms{cut_short}",
-        conn.peer,
+        peer,
         request::loggable_request_line(received),
         sent.status.code(),
         sent.body_bytes,
-        started.elapsed().as_secs_f64() * 1000.0,
+        took.as_secs_f64() * 1000.0,
     ));
 }
 
