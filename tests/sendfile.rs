@@ -134,3 +134,43 @@ per_server! {
         }
     }
 }
+
+per_server! {
+    /// A small response is not held back waiting for more (a cork left on,
+    /// `MSG_MORE` on the last send, Nagle waiting for an ACK). A 1-byte file
+    /// comes in one segment, so the client's first read holds the whole
+    /// response; a HEAD's head likewise, whether the file is small or large.
+    /// The quickest of ten answers comes well within the 40 ms of a delayed
+    /// ACK, let alone a cork's 200 ms: a held-back response is late every
+    /// time, a loaded machine only now and then.
+    fn small_responses_arrive_at_once_in_one_segment(server) {
+        let dir = TempDir::new("at-once");
+        fs::write(dir.path().join("one.txt"), "1").unwrap();
+        common::origins::write_pattern_file(&dir.path().join("big.bin"), 4 << 20);
+        for extra in BODY_PATHS {
+            let s = start(server, &dir, &[&["--quiet"], extra].concat());
+            for (request, body_len) in [
+                ("GET /one.txt HTTP/1.0\r\n\r\n", 1),
+                ("HEAD /one.txt HTTP/1.0\r\n\r\n", 0),
+                ("HEAD /big.bin HTTP/1.0\r\n\r\n", 0),
+            ] {
+                let what = format!("{server} {extra:?} {}", request.trim_end());
+                let mut quickest = std::time::Duration::MAX;
+                for _ in 0..10 {
+                    let mut stream = common::connect(s.addr());
+                    let asked = std::time::Instant::now();
+                    stream.write_all(request.as_bytes()).unwrap();
+                    let mut first = vec![0u8; 1 << 16];
+                    let n = stream.read(&mut first).unwrap();
+                    quickest = quickest.min(asked.elapsed());
+                    let first = &first[..n];
+                    let head_len = first.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
+                    assert_eq!(head_len.map(|h| n - h), Some(body_len), "{what}: first read {:?}", String::from_utf8_lossy(first));
+                    let rest = common::read_to_close(&mut stream);
+                    assert!(rest.is_empty(), "{what}: {} bytes after the response", rest.len());
+                }
+                assert!(quickest < std::time::Duration::from_millis(40), "{what}: the quickest of ten answers took {quickest:?}");
+            }
+        }
+    }
+}
