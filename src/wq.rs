@@ -9,36 +9,52 @@ use crate::sync;
 
 /// A FIFO shared by one producer (the accept loop) and the pool's workers.
 pub struct WorkQueue<T> {
-    items: Mutex<VecDeque<T>>,
+    items: Mutex<Items<T>>,
     not_empty: Condvar,
+}
+
+struct Items<T> {
+    queue: VecDeque<T>,
+    /// Workers waiting in `wq_pop`. A push wakes one only if there is one:
+    /// while every worker is busy, a wake-up would be a futex call for no
+    /// one, on every connection.
+    waiting: usize,
 }
 
 /// Makes an empty queue.
 pub fn wq_init<T>() -> WorkQueue<T> {
-    WorkQueue { items: Mutex::new(VecDeque::new()), not_empty: Condvar::new() }
+    WorkQueue { items: Mutex::new(Items { queue: VecDeque::new(), waiting: 0 }), not_empty: Condvar::new() }
 }
 
-/// Appends `item` and wakes one waiting worker.
+/// Appends `item` and wakes one waiting worker, if one waits.
 pub fn wq_push<T>(wq: &WorkQueue<T>, item: T) {
-    sync::lock(&wq.items).push_back(item);
-    wq.not_empty.notify_one();
+    let mut items = sync::lock(&wq.items);
+    items.queue.push_back(item);
+    let someone_waits = items.waiting > 0;
+    // Woken after the lock is let go, the worker does not wait for it.
+    drop(items);
+    if someone_waits {
+        wq.not_empty.notify_one();
+    }
 }
 
 /// Removes the oldest item, waiting while the queue is empty.
 pub fn wq_pop<T>(wq: &WorkQueue<T>) -> T {
     let mut items = sync::lock(&wq.items);
     loop {
-        if let Some(item) = items.pop_front() {
+        if let Some(item) = items.queue.pop_front() {
             return item;
         }
+        items.waiting += 1;
         items = sync::wait(&wq.not_empty, items);
+        items.waiting -= 1;
     }
 }
 
 /// How many items wait in the queue.
 #[cfg(test)]
 fn wq_len<T>(wq: &WorkQueue<T>) -> usize {
-    sync::lock(&wq.items).len()
+    sync::lock(&wq.items).queue.len()
 }
 
 #[cfg(test)]
