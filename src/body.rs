@@ -8,17 +8,10 @@
 //!   Where the kernel refuses sendfile for a file (`EINVAL`, `ENOSYS`:
 //!   file systems whose files cannot be spliced), or where `--no-sendfile`
 //!   says so, the body goes through the read/write loop.
-//! - **Full segments, the last pushed at once.** What nginx gets from
-//!   `tcp_nopush` (`TCP_CORK` set before a response and cleared after it)
-//!   comes here with no call to set or clear anything. The head goes with
-//!   `MSG_MORE`, so it shares its segment with the body; one sendfile call
-//!   moves the whole body, and the kernel marks all but its last piece the
-//!   same way. So a 1-byte file goes out as one segment, a HEAD's head
-//!   alone and at once, and nothing waits for the cork's 200 ms. (nginx
-//!   sends a big file 2 MiB per call, and each call ends in a push without
-//!   the cork; measured here, a 256 MiB download from it is 12% slower so.) The read/write loop writes the
-//!   head with the first chunk, and 64 KiB at a time after it: measured on
-//!   loopback, as many segments per 1 MiB as with `MSG_MORE` on each write.
+//! - **Full segments.** Every connection is corked from the start (files
+//!   mode's listener passes `TCP_CORK` on; see `files::prepare_listener`),
+//!   so the head and the body fill segments together, and the last one
+//!   leaves with the FIN when the connection closes, right after.
 //! - **A file that changes while it is sent.** The head has announced a
 //!   length. A file that grows is sent up to that length; one that shrinks
 //!   ends the response short with an error that says so, so the connection
@@ -55,7 +48,7 @@ pub fn send_file(
         if len > u64::from(NOTSENT_LOWAT) {
             let _ = out.sock.set_notsent_lowat(NOTSENT_LOWAT);
         }
-        out.send_all_more(head)?;
+        out.write_all(head)?;
         match sendfile_all(out, file, len, sent) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
             done => return done,

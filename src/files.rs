@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::conns::Connection;
-use crate::progress::Sender;
+use crate::progress::{self, Sender};
 use crate::request::{self, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
 use crate::root::{Found, Root};
@@ -37,6 +37,42 @@ struct Sent {
     status: Status,
     body_bytes: u64,
 }
+
+/// Sets on files mode's listening socket what every connection needs, once:
+/// Linux copies these options to each socket `accept()` returns, so they
+/// cost no call per connection.
+///
+/// - `SO_RCVTIMEO`, `--request-timeout`: bounds the first read of a request
+///   head (a head that comes in pieces sets what is left for the next).
+/// - `SO_SNDTIMEO`, [`progress::write_check`] of `--send-timeout`: brings a
+///   blocked write back to be judged against the send timeout.
+/// - `TCP_CORK`: only full segments leave until the connection is closed or
+///   shut down, and the rest then goes with the FIN. Each connection
+///   carries one response and is closed right after it, so this is the cork
+///   around the response that nginx's `tcp_nopush` sets and clears with two
+///   calls: a head shares its segment with the body, and a small response
+///   and the FIN are one segment. Nothing waits for the cork's 200 ms: the
+///   close comes at once (the log line is written after it).
+/// - `TCP_DEFER_ACCEPT`, 1 s (nginx's `deferred`): `accept()` returns a
+///   connection once its request has begun to arrive, so the handler's
+///   first read does not block, and a thread is not woken twice for one
+///   connection. A client that sends nothing is accepted after a second,
+///   and then has `--request-timeout` as before. Files mode only: in
+///   proxy mode the upstream may be the one to speak first.
+///
+/// `accept()` honours `SO_RCVTIMEO` too; the accept loop takes its
+/// `EAGAIN` as "no one came".
+pub fn prepare_listener(listener: &Socket) -> io::Result<()> {
+    let settings = config::settings();
+    listener.set_read_timeout(Some(settings.request_timeout))?;
+    listener.set_write_timeout(settings.send_timeout.map(progress::write_check))?;
+    listener.set_cork(true)?;
+    listener.set_defer_accept(DEFER_ACCEPT)
+}
+
+/// How long a connection that has sent nothing waits before `accept()`
+/// returns it anyway (see [`prepare_listener`]).
+const DEFER_ACCEPT: Duration = Duration::from_secs(1);
 
 /// Answers one request on `conn` from the served directory, logs it, and
 /// closes the connection. `GET` gets the resource, `HEAD` the same head with

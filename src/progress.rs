@@ -107,11 +107,6 @@ impl<'a> Sender<'a> {
         self.all_of(buf, |sock, rest| sock.write(rest))
     }
 
-    /// Hands all of `buf` over with `MSG_MORE` (see [`Socket::send_more`]).
-    pub fn send_all_more(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.all_of(buf, |sock, rest| sock.send_more(rest))
-    }
-
     /// One `sendfile(2)` of up to `count` bytes of `file` from `*offset`,
     /// waited on until it moves something: `Ok(0)` is the end of the file.
     pub fn sendfile(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {

@@ -12,7 +12,7 @@ use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
 use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
-use crate::{files, log, progress, proxy, root};
+use crate::{files, log, proxy, root};
 
 const BACKLOG: i32 = 1024;
 
@@ -66,12 +66,7 @@ fn run(mode: Mode) -> io::Result<()> {
     let listener = Socket::listen_any(port, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on port {port}: {}", log::describe(&e))))?;
     if files_mode {
-        // Linux copies SO_RCVTIMEO and SO_SNDTIMEO to every socket accept()
-        // returns: set once here, with no call per connection, they bound the
-        // first read of a request head by `--request-timeout`, and bring each
-        // blocked write back to be judged against `--send-timeout`.
-        listener.set_read_timeout(Some(config::settings().request_timeout))?;
-        listener.set_write_timeout(config::settings().send_timeout.map(progress::write_check))?;
+        files::prepare_listener(&listener)?;
     }
     let listener = Arc::new(listener);
     let signals = start_signal_thread(Arc::clone(&listener))?;

@@ -132,16 +132,6 @@ impl Socket {
         Ok(n as usize)
     }
 
-    /// Corresponds to `send(2)` with `MSG_MORE`, retried on EINTR: the
-    /// kernel holds what it takes back until more follows, so that a head
-    /// and the body sent after it share segments. Returns how many bytes of
-    /// `buf` it took.
-    pub fn send_more(&self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-        let n = cvt_r(|| unsafe { libc::send(self.raw(), buf.as_ptr().cast(), buf.len(), libc::MSG_MORE) })?;
-        Ok(n as usize)
-    }
-
     /// Corresponds to `sendfile(2)`: the kernel sends up to `count` bytes of
     /// `file`, from `*offset` on, to this socket, without copying them
     /// through user space, and advances `*offset` past what it sent. Returns
@@ -192,6 +182,21 @@ impl Socket {
     /// Sets `SO_SNDTIMEO`: a blocking write or connect gives up after `timeout`.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDTIMEO, timeval_from(timeout))
+    }
+
+    /// Sets `TCP_CORK`: only full segments leave, until the cork is taken
+    /// out, the socket is shut down or closed (the rest then leaves with the
+    /// FIN), or 200 ms pass.
+    pub fn set_cork(&self, on: bool) -> io::Result<()> {
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_CORK, on as libc::c_int)
+    }
+
+    /// Sets `TCP_DEFER_ACCEPT` on a listening socket: `accept()` returns a
+    /// connection once data has arrived on it, or after about `wait` if none
+    /// does.
+    pub fn set_defer_accept(&self, wait: Duration) -> io::Result<()> {
+        let secs = libc::c_int::try_from(wait.as_secs()).unwrap_or(libc::c_int::MAX);
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)
     }
 
     /// Sets `TCP_NODELAY`, so small writes leave at once.

@@ -48,6 +48,24 @@ per_server! {
     }
 }
 
+/// A client that connects and says nothing is not accepted until a second
+/// has passed (TCP_DEFER_ACCEPT), so even the basic server, one connection
+/// at a time, answers a client that came after it first. Then it is
+/// accepted, and answered 408 when its request timeout runs out.
+#[test]
+fn a_silent_client_does_not_hold_up_the_basic_server() {
+    let dir = common::hello_site("deferred");
+    let server = Server::start("httpserver", &["--files", dir.str(), "--request-timeout", "2"]);
+    let mut silent = common::connect(server.addr());
+    common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");
+    let lines = server.stdout_lines();
+    assert!(
+        lines.iter().all(|l| !l.contains("408")),
+        "the silent client was answered before the one after it: {lines:?}"
+    );
+    Response::parse(&common::read_to_close(&mut silent)).assert_well_formed(408, "Request Timeout");
+}
+
 per_server! {
     /// Files mode's listener holds `--request-timeout` as its SO_RCVTIMEO, for
     /// the sockets it passes it on to; it bounds accept() too. A server that
