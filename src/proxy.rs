@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::conns::Connection;
 use crate::progress::Sender;
-use crate::relay::{self, CopyBuffer, Direction, Ending, Outcome, Relay, Step, Upstream};
+use crate::relay::{self, Direction, DirectionState, Ending, Outcome, Relay, Step, Upstream, UpstreamName};
 use crate::response::{self, Status};
 use crate::sys::{self, Socket};
 use crate::{config, log, request, threads};
@@ -51,23 +51,38 @@ pub fn handle_proxy_request(conn: Connection) {
             bad_gateway(&conn.sock, host, port, &e);
             if log::info_enabled() {
                 let outcome = Outcome::BadGateway(e.to_string());
-                relay::log_end(conn.peer, (host, port, None), [0, 0], started, &outcome);
+                relay::log_end(
+                    conn.peer,
+                    &UpstreamName { host, port, addr: None },
+                    [0, 0],
+                    started,
+                    &outcome,
+                );
             }
             return;
         }
     };
     let may_leave = conn.may_leave;
-    let relay = Arc::new(Relay::new(conn, Upstream { sock: upstream, host, port, addr }, started, settings));
-    // upstream -> client on a thread of its own, from the thread cache.
-    let second = (Arc::clone(&relay), Direction::UpstreamToClient, CopyBuffer::new(true));
-    if let Err(((relay, dir, _), _)) = threads::run(second, copy_on_its_own_thread) {
-        relay.abort(Outcome::NoThread);
-        relay.direction_done(dir, 0);
-    }
+    let name = UpstreamName { host, port, addr: Some(addr) };
+    // The two fds are closed when the last `Arc<Relay>` drops: after both
+    // directions are done with them, on whichever thread ends last.
+    let relay = Arc::new(Relay::new(conn, Upstream { sock: upstream, name }, started, settings));
+    start_second_direction(&relay);
     // client -> upstream on this thread.
-    let copy = CopyBuffer::new(may_leave);
-    if copy_direction(Arc::clone(&relay), Direction::ClientToUpstream, copy) == Ending::Done && !may_leave {
+    let first = relay.direction(Direction::ClientToUpstream);
+    if copy_direction(Arc::clone(&relay), first) == Ending::Done && !may_leave {
         relay.wait_until_both_done();
+    }
+}
+
+/// Starts upstream -> client on a thread of its own, from the thread cache.
+/// With no thread to be had, the connection cannot be relayed: it is
+/// aborted, and this direction is done.
+fn start_second_direction(relay: &Arc<Relay>) {
+    let second = relay.direction(Direction::UpstreamToClient);
+    if threads::run((Arc::clone(relay), second), copy_on_its_own_thread).is_err() {
+        relay.abort(Outcome::NoThread);
+        relay.direction_done(Direction::UpstreamToClient, 0);
     }
 }
 
@@ -130,9 +145,9 @@ fn bad_gateway(client: &Socket, host: &str, port: u16, err: &io::Error) {
     response::lingering_close(client);
 }
 
-/// The second direction, on a thread of its own.
-fn copy_on_its_own_thread((relay, dir, copy): (Arc<Relay>, Direction, CopyBuffer)) {
-    let _ = copy_direction(relay, dir, copy);
+/// A direction on a thread of its own: the second, or one that moved.
+fn copy_on_its_own_thread((relay, state): (Arc<Relay>, DirectionState)) {
+    let _ = copy_direction(relay, state);
 }
 
 /// The loop of one direction: read from one side, write all of it to the
@@ -140,29 +155,29 @@ fn copy_on_its_own_thread((relay, dir, copy): (Arc<Relay>, Direction, CopyBuffer
 /// (a half-close: the other direction keeps flowing); a read or write that
 /// fails, or a timeout, aborts the whole connection.
 ///
-/// `copy.read` blocks in `read()`, and hands what it read to the write.
-/// It also keeps the relay's timeouts while it waits; and when the
-/// direction has waited long enough to move to a fresh thread, it says so,
-/// and the loop carries on there (see `relay`).
-fn copy_direction(relay: Arc<Relay>, dir: Direction, mut copy: CopyBuffer) -> Ending {
-    let (from, to) = relay.reader_and_writer(dir);
+/// `state.copy_once` blocks in `read()` and writes what it read. It also
+/// keeps the relay's timeouts while it waits; and when the direction has
+/// waited long enough to move to a fresh thread, it says so, and the loop
+/// carries on there (see `relay`).
+fn copy_direction(relay: Arc<Relay>, mut state: DirectionState) -> Ending {
+    let dir = state.dir;
     loop {
-        match copy.read(&relay, dir, from, |data| relay.write_all(dir, to, data)) {
+        match state.copy_once(&relay) {
             Ok(Step::Copied) => {}
             Ok(Step::EndOfStream) => {
                 relay.pass_on_end_of_stream(dir);
                 break;
             }
-            Ok(Step::Idle) => match relay::move_to_fresh_thread(&relay, dir, copy, copy_on_its_own_thread) {
+            Ok(Step::Idle) => match state.move_to_fresh_thread(&relay, copy_on_its_own_thread) {
                 Ok(()) => return Ending::Moved,
-                Err(unmoved) => copy = unmoved,
+                Err(unmoved) => state = unmoved,
             },
             Err(stop) => {
-                relay.abort(relay.cause(dir, stop));
+                relay.abort(stop.outcome(dir));
                 break;
             }
         }
     }
-    relay.direction_done(dir, copy.copied());
+    relay.direction_done(dir, state.copied());
     Ending::Done
 }

@@ -26,12 +26,13 @@
 //!   most a second), and counts only if the peer has acknowledged more
 //!   since, so a slow reader is live, and one that stopped is idle however
 //!   many bytes the kernel still takes. A timeout resets both sides.
-//! - **The bulk buffer** ([`CopyBuffer`]). A direction reads into 4 KiB on
-//!   its own stack, left uninitialised, so an idle connection holds no heap
-//!   buffer and only the stack pages its reads have written. While reads
-//!   keep filling it, it reads into 64 KiB on the heap instead, freed once
-//!   reads come back small.
-//! - **The move to a fresh thread** ([`move_to_fresh_thread`]). The kernel
+//! - **The bulk buffer** ([`DirectionState`], its [`Tier`]). A direction
+//!   reads into 4 KiB on its own stack, left uninitialised, so an idle
+//!   connection holds no heap buffer and only the stack pages its reads
+//!   have written. While reads keep filling it, it reads into 64 KiB on the
+//!   heap instead, freed once reads come back small.
+//! - **The move to a fresh thread**
+//!   ([`DirectionState::move_to_fresh_thread`]). The kernel
 //!   keeps a 32 KiB page (`task_frag`) for every thread that has written to
 //!   a TCP socket, until the thread exits. So a direction that waits a
 //!   second for input hands its loop to a new thread, and the old thread
@@ -116,17 +117,10 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// The line logged when a connection ends. `upstream` is the configured
-/// host and port, and the address that answered, if one did; `bytes` are
-/// client -> upstream and upstream -> client.
-pub fn log_end(
-    peer: SocketAddr,
-    upstream: (&str, u16, Option<SocketAddr>),
-    bytes: [u64; 2],
-    started: Instant,
-    end: &Outcome,
-) {
-    let (host, port, addr) = upstream;
+/// The line logged when a connection ends. `bytes` are client -> upstream
+/// and upstream -> client.
+pub fn log_end(peer: SocketAddr, upstream: &UpstreamName, bytes: [u64; 2], started: Instant, end: &Outcome) {
+    let UpstreamName { host, port, addr } = upstream;
     let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
     let [up, down] = bytes;
     log::info(format_args!(
@@ -197,7 +191,18 @@ pub enum Stop {
     TimedOut(Outcome),
 }
 
-/// What one call of [`CopyBuffer::read`] did.
+impl Stop {
+    /// The outcome of `dir` stopping for this reason.
+    pub fn outcome(self, dir: Direction) -> Outcome {
+        match self {
+            Stop::ReadFailed(e) => dir.from().aborted(&e),
+            Stop::WriteFailed(e) => dir.to().aborted(&e),
+            Stop::TimedOut(how) => how,
+        }
+    }
+}
+
+/// What one call of [`DirectionState::copy_once`] did.
 pub enum Step {
     /// Read some bytes, and wrote them all.
     Copied,
@@ -213,14 +218,19 @@ pub enum Ending {
     Moved,
 }
 
-/// The upstream connection, and the names to log it by.
-pub struct Upstream {
-    pub sock: Socket,
-    /// The configured host and port.
+/// The upstream as the log names it: the configured host and port, and the
+/// address that answered, if one did.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamName {
     pub host: &'static str,
     pub port: u16,
-    /// The address that answered.
-    pub addr: SocketAddr,
+    pub addr: Option<SocketAddr>,
+}
+
+/// The upstream connection, and its name.
+pub struct Upstream {
+    pub sock: Socket,
+    pub name: UpstreamName,
 }
 
 /// How the connection stands at its end: everything that changes only when
@@ -246,7 +256,11 @@ pub struct Relay {
     client: Socket,
     upstream: Socket,
     peer: SocketAddr,
-    upstream_name: (&'static str, u16, SocketAddr),
+    upstream_name: UpstreamName,
+    /// Whether each direction may move to a fresh thread, indexed by
+    /// `Direction`: upstream -> client always, client -> upstream only where
+    /// nothing waits for its thread (`Connection::may_leave`).
+    may_move: [bool; 2],
     _slot: Option<Slot>,
     started: Instant,
     /// Milliseconds after `started` of the last byte relayed either way.
@@ -262,16 +276,23 @@ pub struct Relay {
 impl Relay {
     /// The relay of `conn` to `upstream`. Both sockets get `TCP_NODELAY`:
     /// the relay writes what it has read at once, and Nagle's algorithm
-    /// would hold a small write back for an ACK. Each socket's read timeout
-    /// is the wait of the direction that reads it; each write timeout, the
-    /// period a blocked write comes back after to report progress.
+    /// would hold a small write back for an ACK. Each socket's write timeout
+    /// is the period a blocked write comes back after to report progress;
+    /// its read timeout is armed by the direction that reads it
+    /// (`DirectionState::arm_read_timeout`).
     pub fn new(conn: Connection, upstream: Upstream, started: Instant, settings: &Settings) -> Relay {
         let Connection { sock: client, peer, slot, may_leave } = conn;
-        let relay = Relay {
+        let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
+        for sock in [&client, &upstream.sock] {
+            let _ = sock.set_nodelay(true);
+            let _ = sock.set_write_timeout(first_look.map(progress::write_check));
+        }
+        Relay {
             client,
             upstream: upstream.sock,
             peer,
-            upstream_name: (upstream.host, upstream.port, upstream.addr),
+            upstream_name: upstream.name,
+            may_move: [may_leave, true],
             _slot: slot,
             started,
             last_activity_ms: AtomicU64::new(0),
@@ -280,16 +301,13 @@ impl Relay {
             half_close_timeout: settings.half_close_timeout,
             end: Mutex::new(End::default()),
             end_changed: Condvar::new(),
-        };
-        let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
-        let write_check = first_look.map(progress::write_check);
-        let wait = first_look.unwrap_or(LONGEST_WAIT);
-        for (sock, may_move) in [(&relay.client, may_leave), (&relay.upstream, true)] {
-            let _ = sock.set_nodelay(true);
-            let _ = sock.set_read_timeout(Some(if may_move { wait.min(MOVE_WHEN_IDLE) } else { wait }));
-            let _ = sock.set_write_timeout(write_check);
         }
-        relay
+    }
+
+    /// The state `dir` starts with, wherever it runs first.
+    pub fn direction(&self, dir: Direction) -> DirectionState {
+        let may_move = self.may_move[dir as usize];
+        DirectionState { dir, tier: Tier::Stack, bulk: Vec::new(), copied: 0, may_move, armed: false }
     }
 
     fn socket(&self, side: Side) -> &Socket {
@@ -315,23 +333,15 @@ impl Relay {
         self.started.elapsed().saturating_sub(last)
     }
 
-    /// How long `dir` may wait before it looks at the connection again:
-    /// until the idle timeout, and until the half-close timeout (counted
-    /// once the other direction has ended, and looked at at least that often
-    /// before). `Err` once the connection has timed out, with how.
-    fn next_read_timeout(&self, dir: Direction) -> Result<Duration, Outcome> {
-        let idle = self.idle_for();
-        let left =
-            |limit: Duration, how: Outcome| limit.checked_sub(idle).filter(|d| !d.is_zero()).ok_or(how);
-        let mut wait = LONGEST_WAIT;
-        if let Some(limit) = self.idle_timeout {
-            wait = left(limit, Outcome::IdleTimeout)?;
-        }
-        if let Some(grace) = self.half_close_timeout {
-            let half_closed = sync::lock(&self.end).got_clean_end[dir.from() as usize];
-            wait = wait.min(if half_closed { left(grace, Outcome::HalfCloseTimeout)? } else { grace });
-        }
-        Ok(wait)
+    /// How long `dir` may wait, in a read or a blocked write, before it
+    /// looks at the connection again: until the idle timeout, and until the
+    /// half-close timeout (counted once the other direction has ended, and
+    /// looked at at least that often before). `Err` once the connection has
+    /// timed out, with how.
+    fn until_next_look(&self, dir: Direction) -> Result<Duration, Outcome> {
+        let half_closed = || sync::lock(&self.end).got_clean_end[dir.from() as usize];
+        let half_close = self.half_close_timeout.map(|grace| (grace, half_closed()));
+        next_look(self.idle_for(), self.idle_timeout, half_close)
     }
 
     /// Writes all of `data` to `to`. A write that the peer's acknowledgements
@@ -358,7 +368,7 @@ impl Relay {
             if delivery.progressed(to, moved, data.len()) {
                 self.touch();
             } else {
-                self.next_read_timeout(dir).map_err(Stop::TimedOut)?;
+                self.until_next_look(dir).map_err(Stop::TimedOut)?;
             }
             data = &data[moved..];
         }
@@ -376,15 +386,6 @@ impl Relay {
         end.outcome.get_or_insert(dir.closed());
         if self.socket(dir.to()).shutdown(Shutdown::Write).is_ok() {
             end.got_clean_end[dir.to() as usize] = true;
-        }
-    }
-
-    /// The outcome of `dir` stopping for `stop`.
-    pub fn cause(&self, dir: Direction, stop: Stop) -> Outcome {
-        match stop {
-            Stop::ReadFailed(e) => dir.from().aborted(&e),
-            Stop::WriteFailed(e) => dir.to().aborted(&e),
-            Stop::TimedOut(how) => how,
         }
     }
 
@@ -415,10 +416,9 @@ impl Relay {
         let mut end = sync::lock(&self.end);
         end.bytes[dir as usize] += copied;
         end.done += 1;
-        if end.done == 2 && log::info_enabled() {
-            let (host, port, addr) = self.upstream_name;
-            let outcome = end.outcome.clone().unwrap_or(Outcome::ClientClosed);
-            log_end(self.peer, (host, port, Some(addr)), end.bytes, self.started, &outcome);
+        // Every way a direction ends records an outcome before it is done.
+        if let (2, true, Some(outcome)) = (end.done, log::info_enabled(), &end.outcome) {
+            log_end(self.peer, &self.upstream_name, end.bytes, self.started, outcome);
         }
         self.end_changed.notify_all();
     }
@@ -432,78 +432,158 @@ impl Relay {
     }
 }
 
-/// One direction's copy state: which buffer it reads into, and what it has
-/// copied. It moves with the direction when the direction moves.
-pub struct CopyBuffer {
-    /// The bulk buffer while reads keep filling the small one; else empty.
-    bulk: Vec<u8>,
-    copied: u64,
-    /// Whether this direction may move to a fresh thread.
-    may_move: bool,
-    /// On a fresh thread, and not yet copied anything there.
-    just_moved: bool,
+/// The arithmetic of [`Relay::until_next_look`], for a connection idle
+/// for `idle`: how long until it must be looked at again, or `Err` with the
+/// timeout that has run out. `half_close` is the half-close timeout, and
+/// whether the direction's reader has sent its end of stream (the timeout
+/// then counts; before, it is only how often to look).
+fn next_look(
+    idle: Duration,
+    idle_timeout: Option<Duration>,
+    half_close: Option<(Duration, bool)>,
+) -> Result<Duration, Outcome> {
+    let left = |limit: Duration, how: Outcome| limit.checked_sub(idle).filter(|d| !d.is_zero()).ok_or(how);
+    let mut wait = LONGEST_WAIT;
+    if let Some(limit) = idle_timeout {
+        wait = left(limit, Outcome::IdleTimeout)?;
+    }
+    if let Some((grace, half_closed)) = half_close {
+        wait = wait.min(if half_closed { left(grace, Outcome::HalfCloseTimeout)? } else { grace });
+    }
+    Ok(wait)
 }
 
-impl CopyBuffer {
-    pub fn new(may_move: bool) -> CopyBuffer {
-        CopyBuffer { bulk: Vec::new(), copied: 0, may_move, just_moved: false }
-    }
+/// Which buffer a direction reads into next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// `SMALL_BUF` on the stack: the usual.
+    Stack,
+    /// `LARGE_BUF` on the heap, while reads keep filling the small buffer.
+    Bulk,
+    /// `FIRST_READ` on the stack: on a fresh thread, nothing copied there yet.
+    JustMoved,
+}
 
+impl Tier {
+    /// The tier after a read of `n` bytes (not 0) in this one: to the bulk
+    /// buffer when a read fills the small one, back to the stack once reads
+    /// come back small; a fresh thread's first copy makes it an ordinary one.
+    fn after_read(self, n: usize) -> Tier {
+        match self {
+            Tier::Stack if n == SMALL_BUF => Tier::Bulk,
+            Tier::Bulk if n < SMALL_BUF => Tier::Stack,
+            Tier::JustMoved => Tier::Stack,
+            same => same,
+        }
+    }
+}
+
+/// How long a direction's next read may block: until it must look at the
+/// connection (`until_next_look`), and, for a direction that may move and
+/// is not on a fresh thread, at most until it moves (`MOVE_WHEN_IDLE`).
+fn read_wait(until_next_look: Duration, moves_when_idle: bool) -> Duration {
+    if moves_when_idle {
+        until_next_look.min(MOVE_WHEN_IDLE)
+    } else {
+        until_next_look
+    }
+}
+
+/// One direction's state: which buffer it reads into, and what it has
+/// copied. It goes with the direction when the direction moves.
+pub struct DirectionState {
+    pub dir: Direction,
+    tier: Tier,
+    /// `LARGE_BUF` bytes while the tier is `Bulk`; else empty.
+    bulk: Vec<u8>,
+    copied: u64,
+    may_move: bool,
+    /// Whether the read timeout has been set on the thread it runs on.
+    armed: bool,
+}
+
+impl DirectionState {
     /// The bytes this direction has copied.
     pub fn copied(&self) -> u64 {
         self.copied
     }
 
-    /// Blocks in `read()` on `from` and hands what arrived to `write`. While
-    /// it waits, it keeps the connection's timeouts; a direction that may
-    /// move and has waited `MOVE_WHEN_IDLE` returns `Step::Idle`.
-    pub fn read(
-        &mut self,
-        relay: &Relay,
-        dir: Direction,
-        from: &Socket,
-        mut write: impl FnMut(&[u8]) -> Result<(), Stop>,
-    ) -> Result<Step, Stop> {
+    /// Whether this direction's idle wait ends in a move to a fresh thread.
+    fn moves_when_idle(&self) -> bool {
+        self.may_move && self.tier != Tier::JustMoved
+    }
+
+    /// Sets the read timeout of the socket this direction reads: the one
+    /// place it is set. Called when the direction starts on a thread, when
+    /// a read's wait ended with nothing read, and after a fresh thread's
+    /// first copy. `Err` once the connection has timed out.
+    fn arm_read_timeout(&mut self, relay: &Relay) -> Result<(), Stop> {
+        let until_next_look = relay.until_next_look(self.dir).map_err(Stop::TimedOut)?;
+        let (from, _) = relay.reader_and_writer(self.dir);
+        let _ = from.set_read_timeout(Some(read_wait(until_next_look, self.moves_when_idle())));
+        self.armed = true;
+        Ok(())
+    }
+
+    /// One read, blocking in `read()`, and the write of all it read to the
+    /// other side. While it waits, it keeps the connection's timeouts; a
+    /// direction that may move and has waited `MOVE_WHEN_IDLE` returns
+    /// `Step::Idle`.
+    pub fn copy_once(&mut self, relay: &Relay) -> Result<Step, Stop> {
+        if !self.armed {
+            self.arm_read_timeout(relay)?;
+        }
+        let (from, to) = relay.reader_and_writer(self.dir);
+        let dir = self.dir;
+        let mut write = |data: &[u8]| relay.write_all(dir, to, data);
         loop {
-            let (result, room) = if !self.bulk.is_empty() {
-                (read_then(from, &mut self.bulk, &mut write), LARGE_BUF)
-            } else if self.just_moved {
-                (read_on_stack_then::<FIRST_READ>(from, &mut write), FIRST_READ)
-            } else {
-                (read_on_stack_then::<SMALL_BUF>(from, &mut write), SMALL_BUF)
+            let result = match self.tier {
+                Tier::Stack => read_on_stack_then::<SMALL_BUF>(from, &mut write),
+                Tier::Bulk => read_then(from, &mut self.bulk, &mut write),
+                Tier::JustMoved => read_on_stack_then::<FIRST_READ>(from, &mut write),
             };
             match result {
                 Ok(0) => return Ok(Step::EndOfStream),
                 Ok(n) => {
                     self.copied += n as u64;
-                    self.size_buffer(n, room);
-                    if self.just_moved {
+                    let was = self.tier;
+                    self.tier = was.after_read(n);
+                    match self.tier {
+                        Tier::Bulk if self.bulk.is_empty() => self.bulk = vec![0u8; LARGE_BUF],
+                        Tier::Bulk => {}
+                        _ => self.bulk = Vec::new(),
+                    }
+                    if was == Tier::JustMoved {
                         // Written to: from here on, wait to move again.
-                        self.just_moved = false;
-                        let _ = from.set_read_timeout(Some(MOVE_WHEN_IDLE));
+                        self.arm_read_timeout(relay)?;
                     }
                     return Ok(Step::Copied);
                 }
                 Err(Stop::ReadFailed(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.may_move && !self.just_moved {
+                    if self.moves_when_idle() {
                         return Ok(Step::Idle);
                     }
-                    let wait = relay.next_read_timeout(dir).map_err(Stop::TimedOut)?;
-                    let _ = from.set_read_timeout(Some(wait));
+                    self.arm_read_timeout(relay)?;
                 }
                 Err(stop) => return Err(stop),
             }
         }
     }
 
-    /// After a read of `n` bytes into `room`: to the bulk buffer if it filled
-    /// the small one, back to the stack once reads come back small.
-    fn size_buffer(&mut self, n: usize, room: usize) {
-        if room == SMALL_BUF && n == SMALL_BUF {
-            self.bulk = vec![0u8; LARGE_BUF];
-        } else if n < SMALL_BUF && !self.bulk.is_empty() {
-            self.bulk = Vec::new();
-        }
+    /// Moves this direction's loop to a new thread that runs `copy` on it;
+    /// the caller's thread then leaves the relay. The new thread has written
+    /// nothing yet, so it waits for the connection's timeouts, not to move
+    /// again, until it has. If no thread can be made, `Err` gives the state
+    /// back to carry on where it is.
+    pub fn move_to_fresh_thread(
+        mut self,
+        relay: &Arc<Relay>,
+        copy: fn((Arc<Relay>, DirectionState)),
+    ) -> Result<(), DirectionState> {
+        self.tier = Tier::JustMoved;
+        self.bulk = Vec::new();
+        self.armed = false;
+        threads::run_on_new_thread((Arc::clone(relay), self), copy).map_err(|((_, state), _)| state)
     }
 }
 
@@ -537,21 +617,63 @@ fn read_then(
     Ok(n)
 }
 
-/// Moves `dir`'s loop, with its copy state, to a new thread that runs
-/// `copy` on it; the caller's thread then leaves the relay. The new thread
-/// has written nothing yet, so it waits for the connection's timeouts, not
-/// to move again, until it has. If no thread can be made, `Err` gives the
-/// copy state back to carry on where it is.
-pub fn move_to_fresh_thread(
-    relay: &Arc<Relay>,
-    dir: Direction,
-    mut state: CopyBuffer,
-    copy: fn((Arc<Relay>, Direction, CopyBuffer)),
-) -> Result<(), CopyBuffer> {
-    state.just_moved = true;
-    state.bulk = Vec::new();
-    let (from, _) = relay.reader_and_writer(dir);
-    let wait = relay.next_read_timeout(dir).unwrap_or(Duration::from_millis(1));
-    let _ = from.set_read_timeout(Some(wait));
-    threads::run_on_new_thread((Arc::clone(relay), dir, state), copy).map_err(|((_, _, state), _)| state)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn a_read_that_fills_the_stack_buffer_moves_to_the_bulk_buffer_and_back() {
+        assert_eq!(Tier::Stack.after_read(SMALL_BUF), Tier::Bulk);
+        assert_eq!(Tier::Stack.after_read(SMALL_BUF - 1), Tier::Stack);
+        assert_eq!(Tier::Stack.after_read(1), Tier::Stack);
+        assert_eq!(Tier::Bulk.after_read(LARGE_BUF), Tier::Bulk);
+        assert_eq!(Tier::Bulk.after_read(SMALL_BUF), Tier::Bulk);
+        assert_eq!(Tier::Bulk.after_read(SMALL_BUF - 1), Tier::Stack);
+    }
+
+    #[test]
+    fn a_fresh_threads_first_copy_makes_it_an_ordinary_one() {
+        assert_eq!(Tier::JustMoved.after_read(FIRST_READ), Tier::Stack);
+        assert_eq!(Tier::JustMoved.after_read(1), Tier::Stack);
+    }
+
+    #[test]
+    fn a_direction_that_may_move_waits_at_most_until_it_moves() {
+        assert_eq!(read_wait(secs(300), true), MOVE_WHEN_IDLE);
+        assert_eq!(read_wait(Duration::from_millis(200), true), Duration::from_millis(200));
+        assert_eq!(read_wait(secs(300), false), secs(300));
+    }
+
+    #[test]
+    fn with_no_timeouts_a_direction_looks_only_after_the_longest_wait() {
+        assert_eq!(next_look(secs(10_000), None, None), Ok(LONGEST_WAIT));
+    }
+
+    #[test]
+    fn the_idle_timeout_counts_from_the_last_byte_either_way() {
+        assert_eq!(next_look(secs(0), Some(secs(300)), None), Ok(secs(300)));
+        assert_eq!(next_look(secs(299), Some(secs(300)), None), Ok(secs(1)));
+        assert_eq!(next_look(secs(300), Some(secs(300)), None), Err(Outcome::IdleTimeout));
+        assert_eq!(next_look(secs(301), Some(secs(300)), None), Err(Outcome::IdleTimeout));
+    }
+
+    #[test]
+    fn the_half_close_timeout_counts_only_once_the_reader_has_ended() {
+        // Before: it is how often to look, whatever the idle time.
+        assert_eq!(next_look(secs(40), Some(secs(300)), Some((secs(30), false))), Ok(secs(30)));
+        // After: what is left of it.
+        assert_eq!(next_look(secs(20), Some(secs(300)), Some((secs(30), true))), Ok(secs(10)));
+        assert_eq!(
+            next_look(secs(30), Some(secs(300)), Some((secs(30), true))),
+            Err(Outcome::HalfCloseTimeout)
+        );
+        // The idle timeout, when it runs out first, is the one named.
+        assert_eq!(next_look(secs(300), Some(secs(300)), Some((secs(30), true))), Err(Outcome::IdleTimeout));
+        // Idle timeout off (0), half-close on.
+        assert_eq!(next_look(secs(5), None, Some((secs(30), true))), Ok(secs(25)));
+    }
 }
