@@ -116,7 +116,6 @@ pub enum Target {
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub mode: Mode,
     pub port: u16,
     pub target: Target,
     pub num_threads: Option<usize>,
@@ -133,68 +132,138 @@ pub enum Command {
 pub const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_PROXY_PORT: u16 = 80;
 const MAX_THREADS: usize = 65_536;
-/// The options that take a value.
-const VALUED_OPTIONS: [&str; 11] = [
-    "files",
-    "proxy",
-    "port",
-    "num-threads",
-    "request-timeout",
-    "send-timeout",
-    "connect-timeout",
-    "idle-timeout",
-    "half-close-timeout",
-    "max-connections",
-    "shutdown-timeout",
+/// Puts a setting's value in place, given the flag's name (for errors) and
+/// the value ("" for a flag).
+type SetFn = fn(&mut Settings, &str, &str) -> Result<(), String>;
+
+/// One command-line option: the one place it is named, described, and,
+/// for a setting, read. The table drives getopts, the usage text and the
+/// check that a value was given.
+struct Opt {
+    name: &'static str,
+    /// The word for its value in the usage; `None` for a flag.
+    value: Option<&'static str>,
+    help: &'static str,
+    /// Where a setting goes; `None` for the options `parse_utf8_args`
+    /// reads itself.
+    set: Option<SetFn>,
+}
+
+/// Every option, in the usage's order.
+const OPTIONS: &[Opt] = &[
+    Opt { name: "files", value: Some("DIR"), help: "serve the files in DIR", set: None },
+    Opt {
+        name: "proxy",
+        value: Some("HOST[:PORT]"),
+        help: "relay every connection to HOST (PORT defaults to 80)",
+        set: None,
+    },
+    Opt {
+        name: "port",
+        value: Some("N"),
+        help: "listen on port N (default 8000; 0 picks a free port)",
+        set: None,
+    },
+    Opt {
+        name: "num-threads",
+        value: Some("N"),
+        help: "size of poolserver's worker pool (required by poolserver)",
+        set: None,
+    },
+    Opt {
+        name: "request-timeout",
+        value: Some("SECS"),
+        help: "time a client has to send its request head (default 10)",
+        set: Some(|s, flag, v| {
+            s.request_timeout = parse_seconds(flag, v, 1)?;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "send-timeout",
+        value: Some("SECS"),
+        help: "files mode: drop a client that acknowledges nothing this long (default 60; 0 never)",
+        set: Some(|s, flag, v| {
+            s.send_timeout = parse_optional_seconds(flag, v)?;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "connect-timeout",
+        value: Some("SECS"),
+        help: "time the upstream's lookup, then each connect, may take (default 5)",
+        set: Some(|s, flag, v| {
+            s.connect_timeout = parse_seconds(flag, v, 1)?;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "idle-timeout",
+        value: Some("SECS"),
+        help: "close a proxied connection idle both ways this long (default 300; 0 never)",
+        set: Some(|s, flag, v| {
+            s.idle_timeout = parse_optional_seconds(flag, v)?;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "half-close-timeout",
+        value: Some("SECS"),
+        help: "close a half-closed proxied connection idle this long (default 30; 0 never)",
+        set: Some(|s, flag, v| {
+            s.half_close_timeout = parse_optional_seconds(flag, v)?;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "max-connections",
+        value: Some("N"),
+        help: "fork, thread, poolserver: most connections at once (default 4096)",
+        set: Some(|s, flag, v| {
+            s.max_connections = parse_number::<usize>(flag, v, 1, 1 << 20)?;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "shutdown-timeout",
+        value: Some("SECS"),
+        help: "on SIGINT/SIGTERM, time open connections get to finish (default 5)",
+        set: Some(|s, flag, v| {
+            s.shutdown_timeout = parse_seconds(flag, v, 0)?;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "no-sendfile",
+        value: None,
+        help: "files mode: send file bodies with read() and write(), not sendfile(2)",
+        set: Some(|s, _, _| {
+            s.sendfile = false;
+            Ok(())
+        }),
+    },
+    Opt {
+        name: "quiet",
+        value: None,
+        help: "do not log a line per connection or request",
+        set: Some(|s, _, _| {
+            s.quiet = true;
+            Ok(())
+        }),
+    },
+    Opt { name: "help", value: None, help: "print this help and exit", set: None },
 ];
 
-/// The flags the command line takes, for getopts.
+/// The flags the command line takes, for getopts, from [`OPTIONS`].
 fn command_line() -> getopts::Options {
     let mut opts = getopts::Options::new();
-    opts.optopt("", "files", "serve the files in DIR", "DIR")
-        .optopt("", "proxy", "relay every connection to HOST (PORT defaults to 80)", "HOST[:PORT]")
-        .optopt("", "port", "listen on port N (default 8000; 0 picks a free port)", "N")
-        .optopt("", "num-threads", "size of poolserver's worker pool (required by poolserver)", "N")
-        .optopt("", "request-timeout", "time a client has to send its request head (default 10)", "SECS")
-        .optopt(
-            "",
-            "send-timeout",
-            "files mode: drop a client that acknowledges nothing this long (default 60; 0 never)",
-            "SECS",
-        )
-        .optopt(
-            "",
-            "connect-timeout",
-            "time the upstream's lookup, then each connect, may take (default 5)",
-            "SECS",
-        )
-        .optopt(
-            "",
-            "idle-timeout",
-            "close a proxied connection idle both ways this long (default 300; 0 never)",
-            "SECS",
-        )
-        .optopt(
-            "",
-            "half-close-timeout",
-            "close a half-closed proxied connection idle this long (default 30; 0 never)",
-            "SECS",
-        )
-        .optopt(
-            "",
-            "max-connections",
-            "fork, thread, poolserver: most connections at once (default 4096)",
-            "N",
-        )
-        .optopt(
-            "",
-            "shutdown-timeout",
-            "on SIGINT/SIGTERM, time open connections get to finish (default 5)",
-            "SECS",
-        )
-        .optflag("", "no-sendfile", "files mode: send file bodies with read() and write(), not sendfile(2)")
-        .optflag("", "quiet", "do not log a line per connection or request")
-        .optflag("h", "help", "print this help and exit");
+    for opt in OPTIONS {
+        let short = if opt.name == "help" { "h" } else { "" };
+        match opt.value {
+            Some(hint) => opts.optopt(short, opt.name, opt.help, hint),
+            None => opts.optflag(short, opt.name, opt.help),
+        };
+    }
     opts
 }
 
@@ -228,9 +297,9 @@ fn parse_utf8_args(mode: Mode, args: &[String]) -> Result<Command, String> {
     }
     // getopts takes the next word as the value even when it is another flag,
     // so `--files --port 80` would serve a directory named "--port".
-    for name in VALUED_OPTIONS {
-        if matches.opt_str(name).is_some_and(|v| v.starts_with("--")) {
-            return Err(format!("--{name} needs a value"));
+    for opt in OPTIONS.iter().filter(|opt| opt.value.is_some()) {
+        if matches.opt_str(opt.name).is_some_and(|v| v.starts_with("--")) {
+            return Err(format!("--{} needs a value", opt.name));
         }
     }
     if let Some(extra) = matches.free.first() {
@@ -254,34 +323,18 @@ fn parse_utf8_args(mode: Mode, args: &[String]) -> Result<Command, String> {
         (None, None) => return Err("give either --files DIR or --proxy HOST[:PORT]".into()),
         (Some(_), Some(_)) => return Err("give either --files or --proxy, not both".into()),
     };
-    let mut settings = Settings {
-        quiet: matches.opt_present("quiet"),
-        sendfile: !matches.opt_present("no-sendfile"),
-        ..Settings::default()
-    };
-    if let Some(s) = matches.opt_str("request-timeout") {
-        settings.request_timeout = parse_seconds("--request-timeout", &s, 1)?;
+    let mut settings = Settings::default();
+    for opt in OPTIONS {
+        let Some(set) = opt.set else { continue };
+        let value = match opt.value {
+            Some(_) => matches.opt_str(opt.name),
+            None => matches.opt_present(opt.name).then(String::new),
+        };
+        if let Some(value) = value {
+            set(&mut settings, &format!("--{}", opt.name), &value)?;
+        }
     }
-    if let Some(s) = matches.opt_str("send-timeout") {
-        settings.send_timeout = Some(parse_seconds("--send-timeout", &s, 0)?).filter(|d| !d.is_zero());
-    }
-    if let Some(s) = matches.opt_str("connect-timeout") {
-        settings.connect_timeout = parse_seconds("--connect-timeout", &s, 1)?;
-    }
-    if let Some(s) = matches.opt_str("idle-timeout") {
-        settings.idle_timeout = Some(parse_seconds("--idle-timeout", &s, 0)?).filter(|d| !d.is_zero());
-    }
-    if let Some(s) = matches.opt_str("max-connections") {
-        settings.max_connections = parse_number::<usize>("--max-connections", &s, 1, 1 << 20)?;
-    }
-    if let Some(s) = matches.opt_str("shutdown-timeout") {
-        settings.shutdown_timeout = parse_seconds("--shutdown-timeout", &s, 0)?;
-    }
-    if let Some(s) = matches.opt_str("half-close-timeout") {
-        settings.half_close_timeout =
-            Some(parse_seconds("--half-close-timeout", &s, 0)?).filter(|d| !d.is_zero());
-    }
-    Ok(Command::Run(Config { mode, port, target, num_threads: threads, settings }))
+    Ok(Command::Run(Config { port, target, num_threads: threads, settings }))
 }
 
 /// A decimal number in `min..=max`; anything else is an error naming `flag`.
@@ -302,6 +355,11 @@ where
 /// A whole number of seconds from `min` to a day.
 fn parse_seconds(flag: &str, s: &str, min: u64) -> Result<Duration, String> {
     parse_number::<u64>(flag, s, min, 86_400).map(Duration::from_secs)
+}
+
+/// A whole number of seconds up to a day, where 0 means never: `None`.
+fn parse_optional_seconds(flag: &str, s: &str) -> Result<Option<Duration>, String> {
+    Ok(Some(parse_seconds(flag, s, 0)?).filter(|d| !d.is_zero()))
 }
 
 /// The files directory as given, made absolute but with its symlinks kept:
