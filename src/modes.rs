@@ -45,7 +45,7 @@ impl Dispatch {
     /// Prepares `mode`: poolserver's workers, forkserver's reaper, and the
     /// thread that answers refused connections with 503 (files mode). All
     /// exist before the first accept.
-    pub fn new(mode: Mode, handler: RequestHandler, answer_refusals: bool) -> io::Result<Dispatch> {
+    pub fn new(mode: Mode, handler: RequestHandler, files_mode: bool) -> io::Result<Dispatch> {
         let how = match mode {
             Mode::Basic => HandOff::Basic,
             Mode::Fork => {
@@ -57,7 +57,8 @@ impl Dispatch {
                 HandOff::Pool(init_thread_pool(config::num_threads.get().copied().unwrap_or(1), handler)?)
             }
         };
-        let refuser = Refuser::new(answer_refusals && mode != Mode::Basic)?;
+        // The basic server refuses no one: it has one connection at a time.
+        let refuser = Refuser::new(files_mode && mode != Mode::Basic)?;
         Ok(Dispatch { how, handler, refuser })
     }
 
@@ -78,9 +79,7 @@ impl Dispatch {
         let conn = Connection { sock, peer, slot: Some(slot), may_leave };
         match &self.how {
             HandOff::Basic => serve_connection((conn, self.handler)),
-            HandOff::Fork => {
-                fork_handler(listener, conn, &self.refuser, self.handler);
-            }
+            HandOff::Fork => fork_handler(listener, conn, &self.refuser, self.handler),
             HandOff::Thread => {
                 if let Err(((conn, _), e)) = threads::run((conn, self.handler), serve_connection) {
                     self.refuser.refuse(conn, &format!("no thread: {}", log::describe(&e)));
@@ -118,14 +117,8 @@ fn serve_connection((conn, handler): (Connection, RequestHandler)) {
 /// loader; the resolver's own (`resolv.conf`, `gai.conf`) it does not, and
 /// they are safe because no thread of this parent ever resolves a name:
 /// every connection, and so every `getaddrinfo`, is served in a child.
-/// Returns the child's pid, in the parent.
 #[allow(unsafe_code)]
-fn fork_handler(
-    listener: &Socket,
-    conn: Connection,
-    refuser: &Refuser,
-    handler: RequestHandler,
-) -> Option<sys::Pid> {
+fn fork_handler(listener: &Socket, conn: Connection, refuser: &Refuser, handler: RequestHandler) {
     let Connection { sock, peer, slot, may_leave } = conn;
     let counted = slot.is_some();
     if let Some(slot) = slot {
@@ -145,16 +138,12 @@ fn fork_handler(
             serve_connection((conn, handler));
             sys::exit_child(0);
         }
-        Ok(Forked::Parent(pid)) => {
-            drop(conn);
-            Some(pid)
-        }
+        Ok(Forked::Parent) => drop(conn),
         Err(e) => {
             if counted {
                 OPEN_CONNECTIONS.release_child();
             }
             refuser.refuse(conn, &format!("no process: {}", log::describe(&e)));
-            None
         }
     }
 }
@@ -162,7 +151,7 @@ fn fork_handler(
 /// forkserver's reaper: waits for children to exit, reaps them so that none
 /// lingers as a zombie, and releases the slot of each.
 fn start_reaper() -> io::Result<()> {
-    thread::Builder::new().name("reaper".into()).stack_size(64 * 1024).spawn(|| loop {
+    thread::Builder::new().name("reaper".into()).stack_size(threads::HELPER_STACK).spawn(|| loop {
         OPEN_CONNECTIONS.wait_for_any();
         match sys::wait_any_child() {
             Ok(true) => OPEN_CONNECTIONS.release_child(),
@@ -208,12 +197,13 @@ pub struct Refuser {
 const REFUSALS_QUEUED: usize = 64;
 
 impl Refuser {
-    fn new(answer_503: bool) -> io::Result<Refuser> {
-        if !answer_503 {
+    /// With `files_mode`, refused connections are answered 503.
+    fn new(files_mode: bool) -> io::Result<Refuser> {
+        if !files_mode {
             return Ok(Refuser { queue: None });
         }
         let (queue, refused) = mpsc::sync_channel::<Connection>(REFUSALS_QUEUED);
-        thread::Builder::new().name("refuser".into()).stack_size(64 * 1024).spawn(move || {
+        thread::Builder::new().name("refuser".into()).stack_size(threads::HELPER_STACK).spawn(move || {
             for conn in refused {
                 let detail = "The server is at its limit of connections. Try again shortly.";
                 let out = &mut Sender::new(&conn.sock, config::settings().send_timeout);
@@ -262,8 +252,9 @@ mod tests {
             let _ = done.send(());
         };
         let ran = threads::run(done, job).is_ok() && job_ran.recv().is_ok();
-        let answer: &[u8] = if ran { b"served; the job ran\n" } else { b"served; no job\n" };
-        let _ = Sender::new(&conn.sock, None).write_all(answer);
+        let answer =
+            format!("{} served; {}\n", std::process::id(), if ran { "the job ran" } else { "no job" });
+        let _ = Sender::new(&conn.sock, None).write_all(answer.as_bytes());
         panic!("the child's handler panics after answering");
     }
 
@@ -298,26 +289,30 @@ mod tests {
             let _ = released.recv();
         });
         all_held.recv().unwrap();
-        let child =
-            fork_handler(&listener, conn, &Refuser { queue: None }, busy_child_handler).expect("fork");
+        fork_handler(&listener, conn, &Refuser { queue: None }, busy_child_handler);
 
-        let mut answer = Vec::new();
-        let read = client.read_to_end(&mut answer);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // The child names itself in its answer. One that never answers
+        // dies with this process (`sys::terminate_with_parent`).
+        let mut answer = String::new();
+        let read = client.read_to_string(&mut answer);
+        let child = answer.split_once(' ').and_then(|(pid, _)| pid.parse::<sys::Pid>().ok());
         let mut exited = false;
-        while !exited && Instant::now() < deadline {
-            exited = sys::try_reap(child).unwrap_or(true);
-            thread::sleep(Duration::from_millis(5));
-        }
-        if !exited {
-            sys::kill(child);
-            while !sys::try_reap(child).unwrap_or(true) {}
+        if let Some(child) = child {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !exited && Instant::now() < deadline {
+                exited = sys::try_reap(child).unwrap_or(true);
+                thread::sleep(Duration::from_millis(5));
+            }
+            if !exited {
+                sys::kill(child);
+                while !sys::try_reap(child).unwrap_or(true) {}
+            }
         }
         release.send(()).unwrap();
         holder.join().unwrap();
         OPEN_CONNECTIONS.release_child();
-        assert!(exited, "the child did not exit within 10 s: it waits for a lock it will never get");
         assert!(read.is_ok(), "the child's answer did not end: {read:?}");
-        assert_eq!(String::from_utf8_lossy(&answer), "served; the job ran\n");
+        assert!(exited, "the child did not exit within 10 s: it waits for a lock it will never get");
+        assert_eq!(answer.split_once(' ').map(|(_, rest)| rest), Some("served; the job ran\n"));
     }
 }

@@ -12,7 +12,7 @@ use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
 use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
-use crate::{files, log, proxy, root};
+use crate::{files, log, proxy, root, threads};
 
 const BACKLOG: i32 = 1024;
 
@@ -83,7 +83,7 @@ fn run(mode: Mode) -> io::Result<()> {
 /// ends), lets open connections finish for up to `--shutdown-timeout`, and
 /// exits with status 0. A second signal meanwhile exits at once.
 fn start_signal_thread(listener: Arc<Socket>) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name("signals".into()).stack_size(64 * 1024).spawn(move || {
+    thread::Builder::new().name("signals".into()).stack_size(threads::HELPER_STACK).spawn(move || {
         if sys::sigwait_shutdown().is_err() {
             return;
         }

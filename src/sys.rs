@@ -592,13 +592,15 @@ pub fn ignore_sigpipe() -> io::Result<()> {
     cvt(unsafe { libc::sigaction(libc::SIGPIPE, &action, ptr::null_mut()) }).map(drop)
 }
 
-/// A process id.
+/// A process id, for the tests that fork.
+#[cfg(test)]
 pub type Pid = libc::pid_t;
 
 /// What `fork` returned, in the process that sees it.
 pub enum Forked {
     Child,
-    Parent(Pid),
+    /// The child is reaped by `wait_any_child`, so its pid is not kept.
+    Parent,
 }
 
 /// Corresponds to `fork(2)`. The child starts with one thread, the caller,
@@ -619,7 +621,7 @@ pub unsafe fn fork() -> io::Result<Forked> {
     // SAFETY: the caller upholds the child's rules in this function's `# Safety`.
     match cvt(unsafe { libc::fork() })? {
         0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+        _ => Ok(Forked::Parent),
     }
 }
 

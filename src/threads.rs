@@ -27,6 +27,10 @@ const IDLE_LIFETIME: Duration = Duration::from_secs(1);
 /// Untouched stack pages cost address space, not memory.
 pub const STACK: usize = 256 * 1024;
 
+/// Stack of the server's own helper threads (the signal thread, the
+/// reaper, the refuser): each runs one small loop.
+pub const HELPER_STACK: usize = 64 * 1024;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// One idle thread's mailbox: where its next job is put.

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::origins::{self, Origin};
-use common::{eventually, Response, Server, TempDir};
+use common::{eventually, open_partial, Response, Server, TempDir};
 
 /// Keeps asking for /hello.txt until a 200 comes back.
 fn served_again(server: &Server) {
@@ -27,16 +27,6 @@ fn served_again(server: &Server) {
             && stream.read_to_end(&mut raw).is_ok();
         ok && raw.starts_with(b"HTTP/1.0 200 OK")
     });
-}
-
-fn open_partial(server: &Server, n: usize) -> Vec<TcpStream> {
-    (0..n)
-        .map(|_| {
-            let mut c = common::connect(server.addr());
-            c.write_all(b"GET /hello.txt HTTP/1.0\r\n").unwrap();
-            c
-        })
-        .collect()
 }
 
 /// threadserver under `ulimit -n 64` meets 100 connections: accept fails

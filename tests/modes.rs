@@ -7,22 +7,9 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use common::{eventually, Response, Server};
+use common::{eventually, open_partial, Response, Server};
 
-const PARTIAL_HEAD: &[u8] = b"GET /hello.txt HTTP/1.0\r\n";
 const REST_OF_HEAD: &[u8] = b"Host: x\r\n\r\n";
-
-/// Opens `n` connections that each send only part of their request head.
-/// A server that handles one connection at a time is stuck on the first.
-fn open_partial(server: &Server, n: usize) -> Vec<TcpStream> {
-    (0..n)
-        .map(|_| {
-            let mut c = common::connect(server.addr());
-            c.write_all(PARTIAL_HEAD).unwrap();
-            c
-        })
-        .collect()
-}
 
 fn finish_and_read(stream: &mut TcpStream) -> Response {
     stream.write_all(REST_OF_HEAD).unwrap();

@@ -342,6 +342,22 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// The first line of a request head, without the blank line that ends it.
+pub const PARTIAL_HEAD: &[u8] = b"GET /hello.txt HTTP/1.0\r\n";
+
+/// Opens `n` connections that each send only part of their request head
+/// ([`PARTIAL_HEAD`]). A server that handles one connection at a time is
+/// stuck on the first.
+pub fn open_partial(server: &Server, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut c = connect(server.addr());
+            c.write_all(PARTIAL_HEAD).unwrap();
+            c
+        })
+        .collect()
+}
+
 /// Connects with a receive buffer of about `rcvbuf` bytes (set before the
 /// connection exists, so the window the server sees is that small): a
 /// client whose reads the server feels at once.
