@@ -3,6 +3,10 @@
 //!
 //! # The homework in this crate
 //!
+//! The Parts are numbered as in the course's C skeleton,
+//! `hw-http/httpserver.c`. (The course's Rust port, `hw-http-rs`, numbers
+//! them differently and has no proxy.)
+//!
 //! | homework part | file | function |
 //! |---|---|---|
 //! | 1. The server socket: bind and listen (all four servers) | `src/server.rs`, `src/sys.rs` | `run` → `Socket::listen_any`; then `serve_forever` accepts |
@@ -11,7 +15,7 @@
 //! | 4. The proxy | `src/proxy.rs` | `handle_proxy_request` |
 //! | 5. forkserver | `src/modes.rs` | `fork_handler` |
 //! | 6. threadserver | `src/modes.rs`, `src/threads.rs` | `Dispatch::dispatch`, `threads::run` |
-//! | 7. poolserver | `src/modes.rs`, `src/wq.rs` | `init_thread_pool`, `wq_push`, `wq_pop` |
+//! | 7. poolserver | `src/modes.rs`, `src/wq.rs` | `init_thread_pool`, `handle_clients`, `wq_push`, `wq_pop` |
 //!
 //! | skeleton (C) | here (Rust) |
 //! |---|---|
@@ -26,7 +30,7 @@
 //! | `http_get_response_message` | `response::Status::reason` |
 //! | `http_get_mime_type` | `mime::content_type` |
 //! | `handle_proxy_request` | `proxy::handle_proxy_request` |
-//! | `init_thread_pool` | `modes::init_thread_pool` |
+//! | `init_thread_pool`, `handle_clients` | `modes::init_thread_pool`, `modes::handle_clients` |
 //! | `wq_init`, `wq_push`, `wq_pop` | `wq::wq_init`, `wq::wq_push`, `wq::wq_pop` |
 //! | `server_files_directory`, `server_proxy_hostname`, `server_proxy_port`, `server_port`, `num_threads` | the `OnceLock`s of the same names in `config` |
 //!

@@ -175,14 +175,20 @@ fn init_thread_pool(n: usize, handler: RequestHandler) -> io::Result<Arc<WorkQue
         thread::Builder::new()
             .name(format!("worker-{i}"))
             .stack_size(threads::STACK)
-            .spawn(move || loop {
-                serve_connection((wq::wq_pop(&queue), handler));
-            })
+            .spawn(move || handle_clients(&queue, handler))
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("start worker {i} of {n}: {}", log::describe(&e)))
             })?;
     }
     Ok(queue)
+}
+
+/// Skeleton: `handle_clients`. What each pool worker runs, forever: pop a
+/// connection off the work queue and serve it.
+fn handle_clients(queue: &WorkQueue<Connection>, handler: RequestHandler) -> ! {
+    loop {
+        serve_connection((wq::wq_pop(queue), handler));
+    }
 }
 
 /// Refuses connections the server has no room for. In files mode a helper
