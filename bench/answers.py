@@ -202,118 +202,153 @@ def compare(a, b):
     return "about as many requests/s as"
 
 
+class Grid:
+    """What the answers read their figures from: the main grid's results at
+    its largest n, the low, middle and high concurrency, and the pool sweep."""
+
+    def __init__(self, results, pool, ns, cs, threads, pool_n, pool_size):
+        self.results, self.pool, self.ns, self.cs = results, pool, ns, cs
+        self.threads, self.pool_n, self.pool_size = threads, pool_n, pool_size
+        self.n = max(ns)
+        self.lo_c, self.hi_c = min(cs), max(cs)
+        self.mid_c = cs[1] if len(cs) > 2 else self.hi_c
+
+    def get(self, server, c, n=None):
+        return self.results[server].get((n or self.n, c))
+
+    def at(self, threads, c):
+        return self.pool.get(threads, {}).get((self.pool_n, c))
+
+
+def ok(rs):
+    return all(r is not None for r in rs)
+
+
+def answer_basic(g):
+    """1. The basic server as n and c grow."""
+    n, lo_c, mid_c, hi_c = g.n, g.lo_c, g.mid_c, g.hi_c
+    basic = {c: g.get("httpserver", c) for c in g.cs}
+    if not ok(basic.values()):
+        return ["Some httpserver runs failed; see the table.\n"]
+    busy = [basic[c]["rps"] for c in g.cs if c >= mid_c]
+    rise = "rises" if min(busy) > 1.1 * basic[lo_c]["rps"] else "stays"
+    best = max(SERVERS, key=lambda s: (g.get(s, hi_c) or {"rps": 0})["rps"])
+    rank = ("the basic server served the most of the four" if best == "httpserver" else
+            f"the basic server served {compare(basic[hi_c], g.get(best, hi_c))} {best}, the fastest")
+    return [
+        f"httpserver serves one connection at a time. At n = {n} it served {fig(basic[lo_c])} at "
+        f"c = {lo_c}, and between {min(busy):.0f} and {max(busy):.0f} req/s at c = {mid_c} to {hi_c}. "
+        f"So throughput {rise} from c = {lo_c} to c = {mid_c}, and then stops growing. At c = 1 the "
+        "server is idle whenever ab reads a response and opens its next connection. With more "
+        "clients, the next connection is always waiting in the listen queue (the kernel has "
+        "already completed its handshake), so the one thread never waits, while ab runs on the "
+        "other core. Beyond that point nothing can help a server that serves one request at a time.\n",
+        f"The time per request grows instead: ab's mean went from {fig(basic[lo_c], 'mean_ms')} at "
+        f"c = {lo_c} to {fig(basic[mid_c], 'mean_ms')} at c = {mid_c} and {fig(basic[hi_c], 'mean_ms')} "
+        f"at c = {hi_c}. This is Little's law: each client waits behind the c − 1 "
+        f"others, so the time per request is c divided by the throughput ({hi_c} / "
+        f"{basic[hi_c]['rps']:.0f} req/s = {1000 * hi_c / basic[hi_c]['rps']:.1f} ms). Growing n only "
+        f"makes the run longer: the figures at n = {min(g.ns)} and n = {n} differ by no more than the "
+        "noise of short runs. No request failed, because the listen backlog (1024) holds every "
+        "waiting client.\n",
+        f"For one small file on this {os.cpu_count()}-core machine, at c = {hi_c}, {rank}. It never "
+        "hands a connection to another thread or process, and each hand-off costs a wake-up. Its "
+        "weakness is not speed but waiting: one slow client holds up every client behind it "
+        "(tests/modes.rs shows this).\n",
+    ]
+
+
+def answer_fork(g):
+    """2. forkserver: the cost of fork."""
+    lo_c, hi_c = g.lo_c, g.hi_c
+    fork_lo, fork_hi, thread_hi = g.get("forkserver", lo_c), g.get("forkserver", hi_c), g.get("threadserver", hi_c)
+    if not ok([fork_lo, fork_hi, thread_hi]):
+        return ["Some forkserver runs failed; see the table.\n"]
+    return [
+        f"forkserver runs each connection in a new process. At n = {g.n} it served {fig(fork_lo)} at "
+        f"c = {lo_c} and {fig(fork_hi)} at c = {hi_c}: {compare(fork_hi, thread_hi)} threadserver "
+        f"({fig(thread_hi)}) and {compare(fork_hi, g.get('httpserver', hi_c))} httpserver. Saturated, "
+        f"that is about {1e6 / fork_hi['rps']:.0f} µs of the machine per connection, where "
+        f"threadserver needs {1e6 / thread_hi['rps']:.0f} µs. The difference is the fork itself "
+        "(copying the page tables of a multi-threaded parent and marking its memory copy-on-write), "
+        "the copy-on-write faults of the child's first writes, its exit, and the reaper's "
+        f"waitpid. At c = {lo_c} every request waits for that whole cost "
+        f"({fig(fork_lo, 'mean_ms')} per request against httpserver's "
+        f"{fig(g.get('httpserver', lo_c), 'mean_ms')}). With more clients the two cores overlap it with "
+        "serving. What the process per connection buys is isolation: a crash or a leak in one "
+        "connection cannot touch another.\n",
+    ]
+
+
+def answer_thread(g):
+    """3. threadserver: creating threads against reusing them."""
+    lo_c, hi_c = g.lo_c, g.hi_c
+    thread_lo, thread_hi = g.get("threadserver", lo_c), g.get("threadserver", hi_c)
+    pool_lo, pool_hi, fork_hi = g.get("poolserver", lo_c), g.get("poolserver", hi_c), g.get("forkserver", hi_c)
+    if not ok([thread_lo, thread_hi, pool_lo, pool_hi]):
+        return ["Some threadserver or poolserver runs failed; see the table.\n"]
+    text = [
+        f"threadserver gives each connection a thread of its own. At n = {g.n} it served "
+        f"{fig(thread_lo)} at c = {lo_c} and {fig(thread_hi)} at c = {hi_c}. That is "
+        f"{compare(thread_hi, fork_hi)} forkserver, since a thread needs no page tables copied "
+        f"and no exit reaped. It is {compare(thread_hi, pool_hi)} poolserver with {g.pool_size} "
+        f"workers ({fig(pool_hi)}), and {compare(thread_hi, g.get('httpserver', hi_c))} httpserver. "
+        "Creating a thread still costs a clone(), a stack mapping and a first wake-up on another "
+        "core, so threadserver takes its threads from a cache. A thread that finishes waits up to "
+        "a second for the next connection, and under this load almost every connection reuses "
+        "one. What remains is the hand-off: the accept loop wakes another thread for every "
+        "connection, as poolserver's does, and httpserver's does not. Where threadserver and the "
+        "pool differ is at the limits. threadserver runs as many threads as there are clients (up "
+        f"to --max-connections), so c = {hi_c} means up to {hi_c} threads. The pool never runs more "
+        "than its size, and queues the rest.\n",
+    ]
+    big_pool = g.at(max(g.threads), hi_c) if g.pool_n == g.n else None
+    if big_pool is not None and thread_hi["rps"] < 0.9 * pool_hi["rps"] and big_pool["rps"] < 0.9 * pool_hi["rps"]:
+        text.append(
+            f"The pool shows where threadserver's gap comes from: with {max(g.threads)} workers it "
+            f"served {fig(big_pool)} at c = {hi_c}, {compare(big_pool, pool_hi)} the pool of {g.pool_size}. "
+            f"Many threads taking turns on {os.cpu_count()} cores make every request pay for more "
+            "switches between threads, and each switch evicts the last one's data from the caches.\n")
+    return text
+
+
+def answer_pool(g):
+    """4. poolserver: pool size against c."""
+    lo_c, hi_c = g.lo_c, g.hi_c
+    few, many = min(g.threads), max(g.threads)
+    if not ok([g.at(t, hi_c) for t in g.threads] + [g.at(t, lo_c) for t in g.threads]):
+        return ["Some poolserver runs failed; see the table.\n"]
+    row = ", ".join(f"{t}: {g.at(t, hi_c)['rps']:.0f}" for t in g.threads)
+    return [
+        f"At c = {hi_c}, requests/s by pool size were {row}. With {few} worker(s) poolserver is the "
+        f"basic server behind a queue, and it served {compare(g.at(few, hi_c), g.at(many, hi_c))} "
+        f"the pool of {many} ({fig(g.at(few, hi_c))} against {fig(g.at(many, hi_c))}). At c = {lo_c} the "
+        f"pool size cannot matter, since one worker at a time has work: {fig(g.at(few, lo_c))} with "
+        f"{few} and {fig(g.at(many, lo_c))} with {many}.\n",
+        "A request for a small file is short and never blocks: it needs the CPU and nothing else. "
+        f"This machine has {os.cpu_count()} cores, and ab uses one of them, so one worker already "
+        "keeps the server's share busy. More workers add no CPU. They add threads that wait their "
+        "turn for a core, and each connection still goes through the queue to one of them. With "
+        f"more workers than clients (c = {lo_c}), the extra ones just sleep in wq_pop. The pool's size "
+        "matters when requests block: slow clients, a slow disk, or a slow upstream in proxy mode. "
+        "Then a pool smaller than c leaves clients waiting in the queue behind blocked workers, and "
+        "a pool as large as c behaves like threadserver with all its threads made in advance.\n",
+    ]
+
+
 def answers(results, pool, ns, cs, threads, pool_n, pool_size):
     """The four answers. Each cites the measured figures, and each claim
     that depends on them is worded from them."""
-    n = max(ns)
-    lo_c, hi_c = min(cs), max(cs)
-    mid_c = cs[1] if len(cs) > 2 else hi_c
-    get = lambda s, c, nn=n: results[s].get((nn, c))
-    ok = lambda rs: all(r is not None for r in rs)
+    g = Grid(results, pool, ns, cs, threads, pool_n, pool_size)
     text = []
-
-    basic = {c: get("httpserver", c) for c in cs}
-    text.append("### 1. The basic server as n and c grow\n")
-    if ok(basic.values()):
-        busy = [basic[c]["rps"] for c in cs if c >= mid_c]
-        rise = "rises" if min(busy) > 1.1 * basic[lo_c]["rps"] else "stays"
-        text.append(
-            f"httpserver serves one connection at a time. At n = {n} it served {fig(basic[lo_c])} at "
-            f"c = {lo_c}, and between {min(busy):.0f} and {max(busy):.0f} req/s at c = {mid_c} to {hi_c}. "
-            f"So throughput {rise} from c = {lo_c} to c = {mid_c}, and then stops growing. At c = 1 the "
-            "server is idle whenever ab reads a response and opens its next connection. With more "
-            "clients, the next connection is always waiting in the listen queue (the kernel has "
-            "already completed its handshake), so the one thread never waits, while ab runs on the "
-            "other core. Beyond that point nothing can help a server that serves one request at a time.\n")
-        text.append(
-            f"The time per request grows instead: ab's mean went from {fig(basic[lo_c], 'mean_ms')} at "
-            f"c = {lo_c} to {fig(basic[mid_c], 'mean_ms')} at c = {mid_c} and {fig(basic[hi_c], 'mean_ms')} "
-            f"at c = {hi_c}. This is Little's law: each client waits behind the c − 1 "
-            f"others, so the time per request is c divided by the throughput ({hi_c} / "
-            f"{basic[hi_c]['rps']:.0f} req/s = {1000 * hi_c / basic[hi_c]['rps']:.1f} ms). Growing n only "
-            f"makes the run longer: the figures at n = {min(ns)} and n = {n} differ by no more than the "
-            "noise of short runs. No request failed, because the listen backlog (1024) holds every "
-            "waiting client.\n")
-        best = max(SERVERS, key=lambda s: (get(s, hi_c) or {"rps": 0})["rps"])
-        rank = ("the basic server served the most of the four" if best == "httpserver" else
-                f"the basic server served {compare(basic[hi_c], get(best, hi_c))} {best}, the fastest")
-        text.append(
-            f"For one small file on this {os.cpu_count()}-core machine, at c = {hi_c}, {rank}. It never "
-            "hands a connection to another thread or process, and each hand-off costs a wake-up. Its "
-            "weakness is not speed but waiting: one slow client holds up every client behind it "
-            "(tests/modes.rs shows this).\n")
-    else:
-        text.append("Some httpserver runs failed; see the table.\n")
-
-    fork_lo, fork_hi, thread_hi = get("forkserver", lo_c), get("forkserver", hi_c), get("threadserver", hi_c)
-    text.append("### 2. forkserver: the cost of fork\n")
-    if ok([fork_lo, fork_hi, thread_hi]):
-        text.append(
-            f"forkserver runs each connection in a new process. At n = {n} it served {fig(fork_lo)} at "
-            f"c = {lo_c} and {fig(fork_hi)} at c = {hi_c}: {compare(fork_hi, thread_hi)} threadserver "
-            f"({fig(thread_hi)}) and {compare(fork_hi, get('httpserver', hi_c))} httpserver. Saturated, "
-            f"that is about {1e6 / fork_hi['rps']:.0f} µs of the machine per connection, where "
-            f"threadserver needs {1e6 / thread_hi['rps']:.0f} µs. The difference is the fork itself "
-            "(copying the page tables of a multi-threaded parent and marking its memory copy-on-write), "
-            "the copy-on-write faults of the child's first writes, its exit, and the reaper's "
-            f"waitpid. At c = {lo_c} every request waits for that whole cost "
-            f"({fig(fork_lo, 'mean_ms')} per request against httpserver's "
-            f"{fig(get('httpserver', lo_c), 'mean_ms')}). With more clients the two cores overlap it with "
-            "serving. What the process per connection buys is isolation: a crash or a leak in one "
-            "connection cannot touch another.\n")
-    else:
-        text.append("Some forkserver runs failed; see the table.\n")
-
-    thread_lo, pool_lo, pool_hi = get("threadserver", lo_c), get("poolserver", lo_c), get("poolserver", hi_c)
-    text.append("### 3. threadserver: creating threads against reusing them\n")
-    if ok([thread_lo, thread_hi, pool_lo, pool_hi]):
-        text.append(
-            f"threadserver gives each connection a thread of its own. At n = {n} it served "
-            f"{fig(thread_lo)} at c = {lo_c} and {fig(thread_hi)} at c = {hi_c}. That is "
-            f"{compare(thread_hi, fork_hi)} forkserver, since a thread needs no page tables copied "
-            f"and no exit reaped. It is {compare(thread_hi, pool_hi)} poolserver with {pool_size} "
-            f"workers ({fig(pool_hi)}), and {compare(thread_hi, get('httpserver', hi_c))} httpserver. "
-            "Creating a thread still costs a clone(), a stack mapping and a first wake-up on another "
-            "core, so threadserver takes its threads from a cache. A thread that finishes waits up to "
-            "a second for the next connection, and under this load almost every connection reuses "
-            "one. What remains is the hand-off: the accept loop wakes another thread for every "
-            "connection, as poolserver's does, and httpserver's does not. Where threadserver and the "
-            "pool differ is at the limits. threadserver runs as many threads as there are clients (up "
-            f"to --max-connections), so c = {hi_c} means up to {hi_c} threads. The pool never runs more "
-            "than its size, and queues the rest.\n")
-        big_pool = pool.get(max(threads), {}).get((pool_n, hi_c)) if pool_n == n else None
-        if (big_pool is not None and thread_hi["rps"] < 0.9 * pool_hi["rps"]
-                and big_pool["rps"] < 0.9 * pool_hi["rps"]):
-            text.append(
-                f"The pool shows where threadserver's gap comes from: with {max(threads)} workers it "
-                f"served {fig(big_pool)} at c = {hi_c}, {compare(big_pool, pool_hi)} the pool of {pool_size}. "
-                f"Many threads taking turns on {os.cpu_count()} cores make every request pay for more "
-                "switches between threads, and each switch evicts the last one's data from the caches.\n")
-    else:
-        text.append("Some threadserver or poolserver runs failed; see the table.\n")
-
-    text.append(f"### 4. poolserver: pool size against c (n = {pool_n})\n")
-    few, many = min(threads), max(threads)
-    at = lambda t, c: pool.get(t, {}).get((pool_n, c))
-    if ok([at(t, hi_c) for t in threads] + [at(t, lo_c) for t in threads]):
-        row = ", ".join(f"{t}: {at(t, hi_c)['rps']:.0f}" for t in threads)
-        text.append(
-            f"At c = {hi_c}, requests/s by pool size were {row}. With {few} worker(s) poolserver is the "
-            f"basic server behind a queue, and it served {compare(at(few, hi_c), at(many, hi_c))} "
-            f"the pool of {many} ({fig(at(few, hi_c))} against {fig(at(many, hi_c))}). At c = {lo_c} the "
-            f"pool size cannot matter, since one worker at a time has work: {fig(at(few, lo_c))} with "
-            f"{few} and {fig(at(many, lo_c))} with {many}.\n")
-        text.append(
-            "A request for a small file is short and never blocks: it needs the CPU and nothing else. "
-            f"This machine has {os.cpu_count()} cores, and ab uses one of them, so one worker already "
-            "keeps the server's share busy. More workers add no CPU. They add threads that wait their "
-            "turn for a core, and each connection still goes through the queue to one of them. With "
-            f"more workers than clients (c = {lo_c}), the extra ones just sleep in wq_pop. The pool's size "
-            "matters when requests block: slow clients, a slow disk, or a slow upstream in proxy mode. "
-            "Then a pool smaller than c leaves clients waiting in the queue behind blocked workers, and "
-            "a pool as large as c behaves like threadserver with all its threads made in advance.\n")
-    else:
-        text.append("Some poolserver runs failed; see the table.\n")
+    for title, answer in [
+        ("1. The basic server as n and c grow", answer_basic),
+        ("2. forkserver: the cost of fork", answer_fork),
+        ("3. threadserver: creating threads against reusing them", answer_thread),
+        (f"4. poolserver: pool size against c (n = {pool_n})", answer_pool),
+    ]:
+        text.append(f"### {title}\n")
+        text += answer(g)
     return "\n".join(text)
 
 
