@@ -52,6 +52,8 @@
 //!   symlink or a FIFO in between a check and an open.
 //! - `body`: sending a file's body: sendfile(2), its fallback, and files
 //!   that change size while they are sent.
+//! - `progress`: what counts as progress on a write to a peer, and files
+//!   mode's send timeout.
 //! - `proxy`: proxy mode, `handle_proxy_request`: Part 4's two-thread relay loop.
 //! - `relay`: what makes that loop production-grade: shared state, aborts,
 //!   timeouts, the bulk buffer, the move to a fresh thread.
