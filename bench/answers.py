@@ -241,7 +241,7 @@ def answer_basic(g):
         f"So throughput {rise} from c = {lo_c} to c = {mid_c}, and then stops growing. At c = 1 the "
         "server is idle whenever ab reads a response and opens its next connection. With more "
         "clients, the next connection is always waiting in the listen queue (the kernel has "
-        "already completed its handshake), so the one thread never waits, while ab runs on the "
+        "already completed its handshake and holds its request), so the one thread never waits, while ab runs on the "
         "other core. Beyond that point nothing can help a server that serves one request at a time.\n",
         f"The time per request grows instead: ab's mean went from {fig(basic[lo_c], 'mean_ms')} at "
         f"c = {lo_c} to {fig(basic[mid_c], 'mean_ms')} at c = {mid_c} and {fig(basic[hi_c], 'mean_ms')} "
@@ -322,9 +322,7 @@ def answer_pool(g):
     return [
         f"At c = {hi_c}, requests/s by pool size were {row}. With {few} worker(s) poolserver is the "
         f"basic server behind a queue, and it served {compare(g.at(few, hi_c), g.at(many, hi_c))} "
-        f"the pool of {many} ({fig(g.at(few, hi_c))} against {fig(g.at(many, hi_c))}). At c = {lo_c} the "
-        f"pool size cannot matter, since one worker at a time has work: {fig(g.at(few, lo_c))} with "
-        f"{few} and {fig(g.at(many, lo_c))} with {many}.\n",
+        f"the pool of {many} ({fig(g.at(few, hi_c))} against {fig(g.at(many, hi_c))}). " + at_one_client(g, few, many),
         "A request for a small file is short and never blocks: it needs the CPU and nothing else. "
         f"This machine has {os.cpu_count()} cores, and ab uses one of them, so one worker already "
         "keeps the server's share busy. More workers add no CPU. They add threads that wait their "
@@ -334,6 +332,19 @@ def answer_pool(g):
         "Then a pool smaller than c leaves clients waiting in the queue behind blocked workers, and "
         "a pool as large as c behaves like threadserver with all its threads made in advance.\n",
     ]
+
+
+def at_one_client(g, few, many):
+    """The pool sizes at the lowest c, worded from the figures."""
+    lo, one, all_ = g.lo_c, g.at(few, g.lo_c), g.at(many, g.lo_c)
+    if 0.9 <= all_["rps"] / one["rps"] <= 1.1:
+        return (f"At c = {lo} the pool size cannot matter, since one worker at a time has work: "
+                f"{fig(one)} with {few} and {fig(all_)} with {many}.\n")
+    return (f"At c = {lo}, where one worker at a time has work, the pool of {many} served "
+            f"{compare(all_, one)} the pool of {few} ({fig(all_)} against {fig(one)}). The size does "
+            "no work of its own, but the queue wakes the worker that has slept longest, and among "
+            f"{many} that one's stack and data have left the caches; with {few}, it is the same warm "
+            "thread every time.\n")
 
 
 def answers(results, pool, ns, cs, threads, pool_n, pool_size):
