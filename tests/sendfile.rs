@@ -1,7 +1,7 @@
 //! File bodies by sendfile(2), and by the read/write loop that stands in for
 //! it (`--no-sendfile`): byte-exact at the sizes where buffers and pages
 //! end, for a 256 MiB file, for HEAD, and for files that shrink or grow
-//! while they are sent.
+//! while they are sent; and a small response sent at once, in one segment.
 
 mod common;
 
