@@ -22,6 +22,8 @@ import tempfile
 import threading
 import time
 
+from bench import wait_listening  # bench/ is this script's directory, first on sys.path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 SIZE = 64 << 20
@@ -31,18 +33,6 @@ def free_port():
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def wait_listening(port, proc):
-    for _ in range(500):
-        if proc.poll() is not None:
-            sys.exit(f"a server exited at start: {proc.args}")
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    sys.exit(f"nothing listens on {port}: {proc.args}")
 
 
 def descendants(pid):
@@ -140,7 +130,7 @@ def measure(make_argv, path, tmp):
     argv = make_argv(port)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
     try:
-        wait_listening(port, proc)
+        wait_listening(port, argv[0], proc)
         return held_for(proc, port, path)
     finally:
         proc.terminate()

@@ -140,7 +140,7 @@ fn log_request(peer: SocketAddr, received: &[u8], sent: &Sent, took: Duration, r
 /// Reads and parses the request head. Only GET and HEAD are served; any
 /// other method is a 405.
 fn read_request(sock: &Socket) -> Incoming {
-    let head = match request::read_head(sock, config::settings().request_timeout, true) {
+    let head = match request::read_head(sock, config::settings().request_timeout) {
         Ok(head) => head,
         Err(bad) => return Incoming { received: bad.received, request: Err(bad.status), all_read: false },
     };

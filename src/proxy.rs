@@ -135,7 +135,8 @@ fn resolve(host: &'static str, port: u16, timeout: Duration) -> io::Result<Vec<S
 /// Reads and discards the client's request head (briefly), answers 502 Bad
 /// Gateway with a page that says which upstream failed and why, and closes.
 fn bad_gateway(client: &Socket, host: &str, port: u16, err: &io::Error) {
-    let received = match request::read_head(client, HEAD_BEFORE_502, false) {
+    let _ = client.set_read_timeout(Some(HEAD_BEFORE_502));
+    let received = match request::read_head(client, HEAD_BEFORE_502) {
         Ok(head) => head.bytes,
         Err(bad) => bad.received,
     };

@@ -508,6 +508,17 @@ impl DirectionState {
         self.copied
     }
 
+    /// Goes to `tier`, with the heap buffer it needs: made on entering
+    /// `Bulk`, freed on leaving it.
+    fn enter(&mut self, tier: Tier) {
+        match tier {
+            Tier::Bulk if self.bulk.is_empty() => self.bulk = vec![0u8; LARGE_BUF],
+            Tier::Bulk => {}
+            _ => self.bulk = Vec::new(),
+        }
+        self.tier = tier;
+    }
+
     /// Whether this direction's idle wait ends in a move to a fresh thread.
     fn moves_when_idle(&self) -> bool {
         self.may_move && self.tier != Tier::JustMoved
@@ -547,12 +558,7 @@ impl DirectionState {
                 Ok(n) => {
                     self.copied += n as u64;
                     let was = self.tier;
-                    self.tier = was.after_read(n);
-                    match self.tier {
-                        Tier::Bulk if self.bulk.is_empty() => self.bulk = vec![0u8; LARGE_BUF],
-                        Tier::Bulk => {}
-                        _ => self.bulk = Vec::new(),
-                    }
+                    self.enter(was.after_read(n));
                     if was == Tier::JustMoved {
                         // Written to: from here on, wait to move again.
                         self.arm_read_timeout(relay)?;
@@ -580,8 +586,7 @@ impl DirectionState {
         relay: &Arc<Relay>,
         copy: fn((Arc<Relay>, DirectionState)),
     ) -> Result<(), DirectionState> {
-        self.tier = Tier::JustMoved;
-        self.bulk = Vec::new();
+        self.enter(Tier::JustMoved);
         self.armed = false;
         threads::run_on_new_thread((Arc::clone(relay), self), copy).map_err(|((_, state), _)| state)
     }

@@ -46,22 +46,22 @@ pub struct BadHead {
 }
 
 /// Reads from `sock` until the blank line that ends the head, giving up after
-/// `timeout` in all. With `preset`, the socket's `SO_RCVTIMEO` is already
-/// `timeout` (files mode's listener passes it on to each accepted socket), so
-/// the first read needs no call to set it; a later one sets what is left.
+/// `timeout` in all. The socket's `SO_RCVTIMEO` must already be `timeout`
+/// (files mode's listener passes it on to every accepted socket), so the
+/// first read costs no call to set it; a later one sets what is left.
 ///
 /// As in the skeleton, what matters is the request line: a client that sends
 /// a complete request line and then ends its stream is answered as if its
 /// head had ended there. A head that can never become valid (an empty first
 /// line, control bytes, a bare CR) is refused at once, without waiting for
 /// the timeout.
-pub fn read_head(sock: &Socket, timeout: Duration, preset: bool) -> Result<Head, BadHead> {
+pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
     let deadline = Instant::now() + timeout;
-    let mut is_set = preset;
+    let mut first = true;
     read_head_from(|buf| {
         let left = deadline.saturating_duration_since(Instant::now());
-        let set_now = !std::mem::replace(&mut is_set, false);
-        if left.is_zero() || (set_now && sock.set_read_timeout(Some(left)).is_err()) {
+        let already_set = std::mem::replace(&mut first, false);
+        if left.is_zero() || !already_set && sock.set_read_timeout(Some(left)).is_err() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         sock.read(buf)
