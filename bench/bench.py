@@ -15,6 +15,7 @@ import html
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -62,6 +63,10 @@ FILES_TARGETS = [  # name, port
     ("python-http.server", 9116),
 ]
 IDLE_CONNS = 2000
+# Per files target: req/s of each ab figure, with the target's CPU µs per
+# request (_cpu) and the load generator's busy share of its core (_gen);
+# MB/s of the 256 MiB download.
+FILES_FIGURES = ["1k", "1k_cpu", "1k_gen", "dir", "dir_cpu", "dir_gen", "1m", "1m_cpu", "1m_gen", "256m"]
 
 COMMANDS = {
     "keepalive": "wrk -t1 -c50 -d5s --latency http://127.0.0.1:PORT/1k.bin",
@@ -235,6 +240,16 @@ def ab(port, path="1k.bin", n=10000):
     return float(m.group(1))
 
 
+def ab_costed(port, pid, path, n):
+    """`ab` as above, and what it cost: the target's CPU µs per request (its
+    whole process tree), and how busy the load generator kept its core
+    (its CPU time over the run's wall time; 1.0 is the whole core)."""
+    target0, gen0, t0 = tree_cpu_seconds(pid), loadgen_cpu_seconds(), time.monotonic()
+    rps = ab(port, path, n)
+    target1, gen1, t1 = tree_cpu_seconds(pid), loadgen_cpu_seconds(), time.monotonic()
+    return rps, (target1 - target0) * 1e6 / n, (gen1 - gen0) / (t1 - t0)
+
+
 # One 256 MiB download takes a tenth of a second here, and where the
 # scheduler puts curl and the server in it swings the rate by half. Each
 # round takes the median of this many, interleaved as the rounds are.
@@ -278,8 +293,8 @@ def mem_used_kib():
     return i["MemTotal"] - i["MemFree"] - i["Buffers"] - i["Cached"]
 
 
-def tree_rss_kib(pid):
-    """RSS of `pid` and all its descendants (socat forks, nginx workers)."""
+def tree_pids(pid):
+    """`pid` and all its descendants (socat forks, nginx workers, forkserver's children)."""
     children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -289,16 +304,46 @@ def tree_rss_kib(pid):
                 children.setdefault(ppid, []).append(int(entry))
             except (OSError, IndexError, ValueError):
                 pass
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
         todo.extend(children.get(p, []))
+    return found
+
+
+def tree_rss_kib(pid):
+    """RSS of `pid` and all its descendants."""
+    total = 0
+    for p in tree_pids(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
         except (OSError, StopIteration):
             pass
     return total
+
+
+def tree_cpu_seconds(pid):
+    """CPU time, user and system, of `pid` and its descendants, those alive
+    and those already reaped (forkserver's children, counted in the parent's
+    cutime and cstime once waited for)."""
+    ticks = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += sum(int(x) for x in fields[11:15])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def loadgen_cpu_seconds():
+    """CPU time, user and system, of the commands this script has run and
+    waited for: the load generators."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def settle(most=90):
@@ -378,6 +423,8 @@ def versions():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--files-rounds", type=int, default=5,
+                        help="rounds of files mode, whose runs are shorter and swing more")
     args = parser.parse_args()
     check_tools()
     ports = [p for _, p in PROXIES + FILES_TARGETS] + [9106]
@@ -431,25 +478,28 @@ def main():
             if name != "origin":
                 procs.stop(p)
         # Files mode.
-        for name, port in FILES_TARGETS:
-            procs.start(name, files_argv(name, port, tmp, www), port, cwd=tmp)
-        files = {name: {"1k": [], "dir": [], "1m": [], "256m": []} for name, _ in FILES_TARGETS}
-        for r in range(args.rounds):
-            print(f"round {r + 1}/{args.rounds}: files mode", flush=True)
+        files_pids = {name: procs.start(name, files_argv(name, port, tmp, www), port, cwd=tmp).pid
+                      for name, port in FILES_TARGETS}
+        files = {name: {k: [] for k in FILES_FIGURES} for name, _ in FILES_TARGETS}
+        for r in range(args.files_rounds):
+            print(f"round {r + 1}/{args.files_rounds}: files mode", flush=True)
             for name, port in FILES_TARGETS:
                 f = files[name]
-                f["1k"].append(ab(port, "1k.bin", 20000))
-                f["dir"].append(ab(port, "", 20000))
-                f["1m"].append(ab(port, "1m.bin", 2000))
+                for key, path, n in [("1k", "1k.bin", 20000), ("dir", "", 20000), ("1m", "1m.bin", 2000)]:
+                    rps, cpu, gen = ab_costed(port, files_pids[name], path, n)
+                    f[key].append(rps)
+                    f[key + "_cpu"].append(cpu)
+                    f[key + "_gen"].append(gen)
                 f["256m"].append(bulk(port, "files_256m"))
-                print(f"  {name:18} {f['1k'][-1]} req/s (1 KiB), {f['dir'][-1]} req/s (/), "
-                      f"{f['1m'][-1]} req/s (1 MiB), {f['256m'][-1]} MB/s (256 MiB)", flush=True)
+                print(f"  {name:18} {f['1k'][-1]} req/s (1 KiB, {f['1k_cpu'][-1]:.1f} µs), {f['dir'][-1]} req/s (/), "
+                      f"{f['1m'][-1]} req/s (1 MiB, {f['1m_cpu'][-1]:.1f} µs), {f['256m'][-1]} MB/s (256 MiB)",
+                      flush=True)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     proxy_med = {n: {m: median(v) for m, v in ms.items()} for n, ms in proxy.items()}
     files_med = {n: {m: median(v) for m, v in ms.items()} for n, ms in files.items()}
-    report(started, args.rounds, about, proxy_med, files_med)
+    report(started, (args.rounds, args.files_rounds), about, proxy_med, files_med)
 
 
 PROXY_METRICS = [  # key, label, unit, higher is better
@@ -485,9 +535,10 @@ def ratio(ours, peer, higher):
 
 def report_header(started, rounds, about):
     """What was measured, on what, with which commands."""
+    proxy_rounds, files_rounds = rounds
     lines = ["# Benchmark results", "",
-             f"Measured {started:%Y-%m-%d %H:%M} UTC by `make bench` (bench/bench.py), {rounds} interleaved rounds, "
-             "median of the rounds. Everything on 127.0.0.1 of one machine: the load generator, the origin and the "
+             f"Measured {started:%Y-%m-%d %H:%M} UTC by `make bench` (bench/bench.py), interleaved rounds "
+             f"({proxy_rounds} for proxy mode, {files_rounds} for files mode), median of the rounds. Everything on 127.0.0.1 of one machine: the load generator, the origin and the "
              "target share its cores.", "",
              f"- machine: `nproc` = {os.cpu_count()}, {platform.machine()}, kernel {platform.release()}",
              ]
@@ -635,6 +686,26 @@ def report_files(files, ratios):
         met = all(rs[n] is not None and rs[n] >= f for n, f in floors.items())
         lines.append(f"| {label} | {goal} | " + " | ".join(f"{fmt(rs[n])}×" for n in got) + f" | {'yes' if met else 'no'} |")
     ratios["files mode 1 KiB vs nginx"] = [ratio(files[o]["1k"], nginx["1k"], True) for o in ["threadserver", "poolserver-4"]]
+    return lines + report_files_cost(files)
+
+
+def report_files_cost(files):
+    """What each files request cost the target, and how busy ab kept its core."""
+    keys = ["1k", "dir", "1m"]
+    lines = ["", "### What a request costs the target", "",
+             "CPU time, user and system, of the target's whole process tree (nginx's master and worker, "
+             "forkserver's children), per request, in µs, in the same ab runs as above. Ratio: nginx's / ours "
+             "(above 1.0: ours costs less). `ab` is one thread; the last two columns say how busy it kept its core "
+             "(its CPU time over the run's wall time). Where that is near 100%, the req/s above is ab's own rate, "
+             "not the target's limit, and the CPU a request costs the target is what tells the servers apart.", ""]
+    lines += ["| server | 1 KiB file (µs) | ratio | `/` listing (µs) | ratio | 1 MiB file (µs) | ratio | "
+              "ab busy, 1 KiB | ab busy, 1 MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    nginx = files["nginx"]
+    for name, _ in FILES_TARGETS:
+        f = files[name]
+        cells = [f"{fmt(f[k + '_cpu'])} | {fmt(ratio(f[k + '_cpu'], nginx[k + '_cpu'], False))}" for k in keys]
+        busy = [f"{100 * f[k + '_gen']:.0f}%" if f[k + "_gen"] is not None else "—" for k in ["1k", "1m"]]
+        lines.append(f"| {name} | " + " | ".join(cells + busy) + " |")
     return lines
 
 
