@@ -63,10 +63,12 @@ FILES_TARGETS = [  # name, port
     ("python-http.server", 9116),
 ]
 IDLE_CONNS = 2000
+# Files mode's ab figures: key, path, requests.
+FILES_AB = [("1k", "1k.bin", 20000), ("dir", "", 20000), ("1m", "1m.bin", 2000)]
 # Per files target: req/s of each ab figure, with the target's CPU µs per
 # request (_cpu) and the load generator's busy share of its core (_gen);
 # MB/s of the 256 MiB download.
-FILES_FIGURES = ["1k", "1k_cpu", "1k_gen", "dir", "dir_cpu", "dir_gen", "1m", "1m_cpu", "1m_gen", "256m"]
+FILES_FIGURES = [key + part for key, _, _ in FILES_AB for part in ["", "_cpu", "_gen"]] + ["256m"]
 
 COMMANDS = {
     "keepalive": "wrk -t1 -c50 -d5s --latency http://127.0.0.1:PORT/1k.bin",
@@ -247,6 +249,8 @@ def ab_costed(port, pid, path, n):
     target0, gen0, t0 = tree_cpu_seconds(pid), loadgen_cpu_seconds(), time.monotonic()
     rps = ab(port, path, n)
     target1, gen1, t1 = tree_cpu_seconds(pid), loadgen_cpu_seconds(), time.monotonic()
+    if rps is None:
+        return None, None, None
     return rps, (target1 - target0) * 1e6 / n, (gen1 - gen0) / (t1 - t0)
 
 
@@ -485,7 +489,7 @@ def main():
             print(f"round {r + 1}/{args.files_rounds}: files mode", flush=True)
             for name, port in FILES_TARGETS:
                 f = files[name]
-                for key, path, n in [("1k", "1k.bin", 20000), ("dir", "", 20000), ("1m", "1m.bin", 2000)]:
+                for key, path, n in FILES_AB:
                     rps, cpu, gen = ab_costed(port, files_pids[name], path, n)
                     f[key].append(rps)
                     f[key + "_cpu"].append(cpu)
@@ -538,8 +542,8 @@ def report_header(started, rounds, about):
     proxy_rounds, files_rounds = rounds
     lines = ["# Benchmark results", "",
              f"Measured {started:%Y-%m-%d %H:%M} UTC by `make bench` (bench/bench.py), interleaved rounds "
-             f"({proxy_rounds} for proxy mode, {files_rounds} for files mode), median of the rounds. Everything on 127.0.0.1 of one machine: the load generator, the origin and the "
-             "target share its cores.", "",
+             f"({proxy_rounds} for proxy mode, {files_rounds} for files mode), median of the rounds. Everything on "
+             "127.0.0.1 of one machine: the load generator, the origin and the target share its cores.", "",
              f"- machine: `nproc` = {os.cpu_count()}, {platform.machine()}, kernel {platform.release()}",
              ]
     for k, v in about.items():
@@ -691,7 +695,7 @@ def report_files(files, ratios):
 
 def report_files_cost(files):
     """What each files request cost the target, and how busy ab kept its core."""
-    keys = ["1k", "dir", "1m"]
+    keys = [key for key, _, _ in FILES_AB]
     lines = ["", "### What a request costs the target", "",
              "CPU time, user and system, of the target's whole process tree (nginx's master and worker, "
              "forkserver's children), per request, in µs, in the same ab runs as above. Ratio: nginx's / ours "
