@@ -17,7 +17,7 @@ use crate::progress::Sender;
 use crate::response::{self, Status};
 use crate::sys::{self, Forked, Socket};
 use crate::wq::{self, WorkQueue};
-use crate::{log, threads};
+use crate::{files, log, threads};
 
 /// What runs on each connection: `handle_files_request` or
 /// `handle_proxy_request`, chosen once at startup, as the skeleton's
@@ -171,14 +171,11 @@ fn start_reaper() -> io::Result<()> {
 fn init_thread_pool(n: usize, handler: RequestHandler) -> io::Result<Arc<WorkQueue<Connection>>> {
     let queue = Arc::new(wq::wq_init());
     for i in 0..n {
-        let queue = Arc::clone(&queue);
-        thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .stack_size(threads::STACK)
-            .spawn(move || handle_clients(&queue, handler))
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("start worker {i} of {n}: {}", log::describe(&e)))
-            })?;
+        let worker =
+            |(queue, handler): (Arc<WorkQueue<Connection>>, RequestHandler)| handle_clients(&queue, handler);
+        sys::spawn(threads::STACK, (Arc::clone(&queue), handler), worker).map_err(|(_, e)| {
+            io::Error::new(e.kind(), format!("start worker {i} of {n}: {}", log::describe(&e)))
+        })?;
     }
     Ok(queue)
 }
@@ -213,7 +210,13 @@ impl Refuser {
             for conn in refused {
                 let detail = "The server is at its limit of connections. Try again shortly.";
                 let out = &mut Sender::new(&conn.sock, config::settings().send_timeout);
-                let _ = response::send_error(out, Status::ServiceUnavailable, detail, &[], false);
+                let _ = response::send_error(
+                    out,
+                    Status::ServiceUnavailable,
+                    detail,
+                    &[files::RETRY_AFTER],
+                    false,
+                );
                 response::lingering_close(&conn.sock);
             }
         })?;

@@ -92,7 +92,27 @@ impl Socket {
 
     /// Corresponds to `connect(2)`. `SO_SNDTIMEO` bounds how long a blocking
     /// connect waits on Linux; running out of time is reported as `TimedOut`.
+    /// A connect with a timeout is not restarted after a signal, nor after
+    /// the process is stopped and continued (SIGSTOP, a debugger): it fails
+    /// with EINTR, and the attempt goes on in the kernel, where a second
+    /// connect on the same socket could only say so (EALREADY). So an
+    /// interrupted connect starts again on a fresh socket, within what is
+    /// left of `timeout`.
     pub fn connect(addr: &SocketAddr, timeout: Duration) -> io::Result<Socket> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out"));
+            }
+            match Socket::connect_once(addr, left) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                done => return done,
+            }
+        }
+    }
+
+    fn connect_once(addr: &SocketAddr, timeout: Duration) -> io::Result<Socket> {
         let sock = Socket::new(family_of(addr))?;
         sock.set_write_timeout(Some(timeout))?;
         let (storage, len) = sockaddr_from(addr);
@@ -523,6 +543,110 @@ impl Drop for Dir {
         // SAFETY: the stream is open and is closed exactly once, here.
         unsafe { libc::closedir(self.0.as_ptr()) };
     }
+}
+
+/// Corresponds to `pthread_create(3)` of a detached thread with a stack of
+/// `stack` bytes, which runs `f(item)` and exits. glibc maps the stack and
+/// its guard page (two memory maps, and none at all when it reuses a stack
+/// from its cache of exited threads' stacks) before the thread exists, so
+/// every way a start can fail for want of a resource is this call's error,
+/// and `item` comes back with it. The thread maps nothing of its own.
+/// (std's threads also map an alternate signal stack and its guard from
+/// inside the new thread, and abort the process when that fails.)
+///
+/// A panic in `f` is caught at the thread's end: what `f` owned is dropped
+/// as it unwinds, and the panic hook has already printed it. A stack
+/// overflow, with no alternate signal stack to report it on, ends the
+/// process with SIGSEGV, as it would with std's report.
+pub fn spawn<T: Send + 'static>(stack: usize, item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
+    let start = Box::into_raw(Box::new((item, f)));
+    let created = create_detached(stack, thread_main::<T>, start.cast());
+    created.map_err(|e| {
+        // SAFETY: the thread was not created, so `start` is still ours alone.
+        let (item, _) = *unsafe { Box::from_raw(start) };
+        (item, e)
+    })
+}
+
+/// What a thread made by [`spawn`] runs: takes its job back from the box
+/// it was handed, runs it, and catches a panic rather than unwind into C.
+extern "C" fn thread_main<T: Send + 'static>(start: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `spawn` passed a `Box<(T, fn(T))>` it gave up, to this thread only.
+    let (item, f) = *unsafe { Box::from_raw(start.cast::<(T, fn(T))>()) };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(item)));
+    ptr::null_mut()
+}
+
+/// `pthread_create(3)` with the attributes [`spawn`] gives: detached, a
+/// stack of `stack` bytes (at least `PTHREAD_STACK_MIN`).
+fn create_detached(
+    stack: usize,
+    main: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: *mut libc::c_void,
+) -> io::Result<()> {
+    let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
+    let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_attr_init() initialises the attributes it is given.
+    check(unsafe { libc::pthread_attr_init(attr.as_mut_ptr()) })?;
+    let attr = attr.as_mut_ptr();
+    let size = stack.max(libc::PTHREAD_STACK_MIN);
+    // SAFETY: `attr` was initialised above and is destroyed below, once.
+    let created = check(unsafe { libc::pthread_attr_setstacksize(attr, size) })
+        .and_then(|()| {
+            // SAFETY: as above.
+            check(unsafe { libc::pthread_attr_setdetachstate(attr, libc::PTHREAD_CREATE_DETACHED) })
+        })
+        .and_then(|()| {
+            let mut id: libc::pthread_t = 0;
+            // SAFETY: `attr` is initialised; `main` may run `arg` on the new thread.
+            check(unsafe { libc::pthread_create(&mut id, attr, main, arg) })
+        });
+    // SAFETY: initialised above, and not used after.
+    unsafe { libc::pthread_attr_destroy(attr) };
+    created
+}
+
+/// Corresponds to `pread(2)`, retried on EINTR: up to `buf.len()` bytes of
+/// `file` from `offset`. `Ok(0)` is the end of the file.
+pub fn pread(file: &impl AsRawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = cvt_r(|| unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) })?;
+    Ok(n as usize)
+}
+
+/// Corresponds to `getrlimit(2)`: the soft and hard limits of `resource`
+/// (`RLIM_INFINITY` as `u64::MAX`).
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a writable rlimit.
+    cvt(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Corresponds to `setrlimit(RLIMIT_NOFILE)` with the soft limit raised to
+/// the hard one, as Go's runtime does at start: the soft limit is kept low
+/// (1024) for programs that use `select(2)`, which this server never does.
+/// Returns the soft limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let (soft, hard) = getrlimit(libc::RLIMIT_NOFILE)?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    let lim = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+    // SAFETY: `lim` is an initialised rlimit.
+    match cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }) {
+        Ok(_) => Ok(hard),
+        Err(_) => Ok(soft),
+    }
+}
+
+/// Corresponds to `geteuid(2)`.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid() takes no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// The signals that ask the server to stop.

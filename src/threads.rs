@@ -4,23 +4,34 @@
 //! of its own at once: an idle one if there is one, a new one if not.
 //!
 //! threadserver runs each connection's handler this way, and the relay runs
-//! its second direction this way in every mode.
+//! its second direction this way in every mode. Threads start through
+//! `sys::spawn`, a pthread whose start maps nothing once it runs, so a
+//! thread that cannot be had is an error to its caller, never an abort;
+//! poolserver's workers start the same way.
 //!
 //! A forked child does not use the cache: the idle threads on its list are
 //! the parent's, which do not exist in the child, and the list's lock may
 //! have been held by one of them at the fork. After [`forget_idle_in_child`]
 //! every job gets a new thread, which exits when the job is done.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
 use std::time::Duration;
 
 use crate::sync::{self, lock};
+use crate::sys;
 
 /// How long a finished thread waits for another job before it exits.
 const IDLE_LIFETIME: Duration = Duration::from_secs(1);
+
+/// The most threads that wait for a job at once. A burst of connections
+/// that end together would otherwise leave a thread each, every one woken
+/// a second later only to exit: the cache is for a steady stream of short
+/// connections, whose threads are this many at most most of the time.
+pub const MOST_IDLE: usize = 256;
 
 /// Stack of every cached thread. It is sized for the deepest job, the
 /// connection handler, whose resolver call (getaddrinfo) goes deepest.
@@ -40,8 +51,9 @@ struct Mailbox {
 }
 
 /// The idle threads, most recently idle last (reused first, so the others
-/// can reach the end of their lifetime and exit).
-static IDLE: Mutex<Vec<Arc<Mailbox>>> = Mutex::new(Vec::new());
+/// can reach the end of their lifetime and exit). A thread whose lifetime
+/// is over is then usually the first, and leaves the list at no cost.
+static IDLE: Mutex<VecDeque<Arc<Mailbox>>> = Mutex::new(VecDeque::new());
 
 /// Set in a forked child: no cache, a new thread per job.
 static IN_FORKED_CHILD: AtomicBool = AtomicBool::new(false);
@@ -57,7 +69,7 @@ pub fn forget_idle_in_child() {
 /// still answer the client.
 pub fn run<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
     let in_child = IN_FORKED_CHILD.load(Ordering::SeqCst);
-    let idle = if in_child { None } else { lock(&IDLE).pop() };
+    let idle = if in_child { None } else { lock(&IDLE).pop_back() };
     if let Some(mailbox) = idle {
         *lock(&mailbox.job) = Some(Box::new(move || f(item)));
         mailbox.arrived.notify_one();
@@ -66,48 +78,94 @@ pub fn run<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
     spawn(item, f, !in_child)
 }
 
-/// Runs `f(item)` on a thread made for it, which exits when `f` returns: a
-/// thread that holds nothing from earlier jobs (see `relay`, where an idle
-/// relay direction moves to one).
+/// Runs `f(item)` on a thread made for it: one that holds nothing from
+/// earlier jobs (see `relay`, where an idle relay direction moves to one),
+/// for a job that then leaves the caller's thread ([`leave_after_this_job`]).
+/// Once `f` returns, the thread is cached as any other.
+///
+/// For a moment the old thread and the new both exist. So that a burst of
+/// moves (thousands of connections gone idle together) never adds more than
+/// `MOVES_AT_ONCE` threads to the two each connection has, a move waits for
+/// a free place first, and the old thread gives it back as it exits.
 pub fn run_on_new_thread<T: Send + 'static>(item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
-    spawn(item, f, false)
+    let in_child = IN_FORKED_CHILD.load(Ordering::SeqCst);
+    if !in_child {
+        let mut moving = lock(&MOVING);
+        while *moving >= MOVES_AT_ONCE {
+            moving = sync::wait(&MOVE_DONE, moving);
+        }
+        *moving += 1;
+    }
+    spawn(item, f, !in_child).inspect_err(|_| move_done(in_child))
 }
 
-/// Starts a thread for `f(item)`; with `then_cache`, it offers itself for
-/// more jobs afterwards.
-fn spawn<T: Send + 'static>(item: T, f: fn(T), then_cache: bool) -> Result<(), (T, io::Error)> {
-    // A new thread gets its first job through a cell, so that the job can be
-    // taken back if the thread cannot be made.
-    let cell = Arc::new(Mutex::new(Some(item)));
-    let theirs = Arc::clone(&cell);
-    let spawned = thread::Builder::new().stack_size(STACK).spawn(move || {
-        let first = lock(&theirs).take();
-        drop(theirs);
-        if let Some(item) = first {
-            f(item);
-        }
-        if then_cache {
-            serve_jobs();
-        }
-    });
-    match spawned {
-        Ok(_) => Ok(()),
-        Err(e) => match lock(&cell).take() {
-            Some(item) => Err((item, e)),
-            None => Ok(()),
-        },
+/// Called by a job whose thread must exit when the job returns, instead of
+/// waiting for another: one that handed its work to a fresh thread
+/// (`relay`'s move, through [`run_on_new_thread`]).
+pub fn leave_after_this_job() {
+    LEAVING.set(true);
+}
+
+/// The most moves under way at once: old threads that have started their
+/// successor and not yet exited.
+const MOVES_AT_ONCE: usize = 4;
+static MOVING: Mutex<usize> = Mutex::new(0);
+static MOVE_DONE: Condvar = Condvar::new();
+
+/// A move's old thread is on its way out (or its new thread never started).
+fn move_done(in_child: bool) {
+    if !in_child {
+        *lock(&MOVING) -= 1;
+        MOVE_DONE.notify_one();
     }
 }
 
+/// After a job: whether this thread must exit now, because the job moved
+/// on ([`leave_after_this_job`]); its place among the moves is given back.
+fn leaving() -> bool {
+    let leaving = LEAVING.take();
+    if leaving {
+        move_done(IN_FORKED_CHILD.load(Ordering::SeqCst));
+    }
+    leaving
+}
+
+/// Starts a thread for `f(item)` (`sys::spawn`: a pthread with a stack of
+/// `STACK` bytes, that maps nothing of its own); with `then_cache`, it
+/// offers itself for more jobs afterwards.
+fn spawn<T: Send + 'static>(item: T, f: fn(T), then_cache: bool) -> Result<(), (T, io::Error)> {
+    sys::spawn(STACK, (item, f, then_cache), |(item, f, then_cache)| {
+        f(item);
+        if !leaving() && then_cache {
+            serve_jobs();
+        }
+    })
+    .map_err(|((item, ..), e)| (item, e))
+}
+
+thread_local! {
+    /// Set by [`leave_after_this_job`]; taken when the job returns.
+    static LEAVING: Cell<bool> = const { Cell::new(false) };
+}
+
 /// After its first job: offer this thread for more, until it has been idle
-/// for `IDLE_LIFETIME`.
+/// for `IDLE_LIFETIME`, unless `MOST_IDLE` threads wait already.
 fn serve_jobs() {
     let mailbox = Arc::new(Mailbox { job: Mutex::new(None), arrived: Condvar::new() });
     loop {
-        lock(&IDLE).push(Arc::clone(&mailbox));
+        {
+            let mut idle = lock(&IDLE);
+            if idle.len() >= MOST_IDLE {
+                return;
+            }
+            idle.push_back(Arc::clone(&mailbox));
+        }
         match wait_for_job(&mailbox) {
             Some(job) => job(),
             None => return,
+        }
+        if leaving() {
+            return;
         }
     }
 }
@@ -127,7 +185,7 @@ fn wait_for_job(mailbox: &Arc<Mailbox>) -> Option<Job> {
             // then its job is on the way, and must be waited for.
             let mut idle = lock(&IDLE);
             if let Some(at) = idle.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
-                idle.swap_remove(at);
+                idle.remove(at);
                 return None;
             }
         }
@@ -145,6 +203,7 @@ pub fn hold_idle_lock() -> impl Sized {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+    use std::thread;
 
     #[test]
     fn jobs_run_on_other_threads_and_finished_threads_are_reused() {
