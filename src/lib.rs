@@ -44,6 +44,8 @@
 //! - `server`: the listening socket, `serve_forever`, and shutting down.
 //! - `modes`: the four modes, and refusing what there is no room for.
 //! - `conns`: accepted connections, and the count of those open.
+//! - `limits`: what the machine lets the process hold (fds, threads, memory
+//!   maps), checked once at start.
 //! - `wq`: poolserver's work queue (`wq_push`, `wq_pop`).
 //! - `threads`: the cache of idle threads that connections run on.
 //! - `files`: files mode, `handle_files_request`.
@@ -72,6 +74,7 @@ mod conns;
 mod files;
 #[doc(hidden)]
 pub mod fuzzing;
+mod limits;
 mod log;
 mod mime;
 mod modes;

@@ -12,7 +12,7 @@ use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
 use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
-use crate::{files, log, proxy, root, threads};
+use crate::{files, limits, log, proxy, root, threads};
 
 const BACKLOG: i32 = 1024;
 
@@ -29,9 +29,12 @@ pub fn main(mode: Mode) -> ExitCode {
             print!("{}", config::usage(mode));
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(cfg)) => {
+        Ok(Command::Run(mut cfg)) => {
             log::set_quiet(cfg.settings.quiet);
             log::install_panic_hook();
+            for line in limits::fit(mode, &mut cfg, &limits::read_machine()) {
+                log::error(format_args!("{prog}: {line}"));
+            }
             config::install(cfg);
             match run(mode) {
                 Ok(()) => ExitCode::SUCCESS,
