@@ -24,9 +24,9 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use crate::progress::{Sender, NOTSENT_LOWAT};
+use crate::sys;
 
 /// The read/write loop moves a file in chunks of this size.
 const CHUNK: usize = 64 * 1024;
@@ -82,7 +82,7 @@ fn copy_all(out: &mut Sender, file: &File, head: &[u8], len: u64, sent: &mut u64
     let mut filled = head.len();
     loop {
         let want = (len - *sent).min((buf.len() - filled) as u64) as usize;
-        let n = if want == 0 { 0 } else { file.read_at(&mut buf[filled..filled + want], *sent)? };
+        let n = if want == 0 { 0 } else { sys::pread(file, &mut buf[filled..filled + want], *sent)? };
         if filled + n > 0 {
             out.write_all(&buf[..filled + n])?;
             *sent += n as u64;

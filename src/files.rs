@@ -174,7 +174,7 @@ fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
             Ok(index) if index.meta.is_file() => {
                 Ok(Resource::File { found: index, content_type: mime::content_type(Path::new(INDEX)) })
             }
-            Err(e) if status_for(&e) == Status::Forbidden => Err(Status::Forbidden),
+            Err(e) if status_for(&e) != Status::NotFound => Err(status_for(&e)),
             _ => Ok(Resource::Listing { root, dir: found, segments: path.segments }),
         };
     }
@@ -198,12 +198,23 @@ pub(crate) fn resolve_to_found(root: &Path, req: &Request) -> Result<Found, Stat
 /// The file a directory is served as, when it holds one.
 const INDEX: &str = "index.html";
 
+/// The status of an open that failed with `e`. Out of fds or memory, the
+/// file may well be there: `503` (a client may try again, and no cache
+/// keeps it as a `404`), and the reason goes to the error log.
 fn status_for(e: &io::Error) -> Status {
+    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) {
+        log::error(format_args!("open beneath the served directory: {}; answered 503", log::describe(e)));
+        return Status::ServiceUnavailable;
+    }
     match e.kind() {
         io::ErrorKind::PermissionDenied => Status::Forbidden,
         _ => Status::NotFound,
     }
 }
+
+/// What a `503` says, and when to ask again.
+pub const BUSY: &str = "The server is out of resources for the moment. Try again shortly.";
+pub const RETRY_AFTER: (&str, &str) = ("Retry-After", "1");
 
 /// An error page for `status`.
 fn send_status(out: &mut Sender, status: Status, head_only: bool, sent: &mut Sent) -> io::Result<()> {
@@ -213,6 +224,7 @@ fn send_status(out: &mut Sender, status: Status, head_only: bool, sent: &mut Sen
         Status::NotFound => ("Nothing is served at that path.", &[]),
         Status::MethodNotAllowed => ("Only GET and HEAD are served here.", &[("Allow", "GET, HEAD")]),
         Status::RequestTimeout => ("The request head did not arrive in time.", &[]),
+        Status::ServiceUnavailable => (BUSY, &[RETRY_AFTER]),
         _ => ("", &[]),
     };
     sent.status = status;
