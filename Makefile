@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SERVERS := httpserver forkserver threadserver poolserver
 
-.PHONY: all test browser clean run demo bench answers stalls fuzz
+.PHONY: all test limits browser clean run demo bench answers stalls fuzz
 
 SOURCES := Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 
@@ -15,9 +15,14 @@ $(SERVERS): $(SOURCES)
 	cp -f target/release/$@ $@
 
 # The whole suite: unit tests and the integration tests under tests/,
-# the browser test among them.
+# the browser test among them. Each test binary runs on its own, so the
+# connection-limit tests (tests/limits.rs) share the machine with no other.
 test: browser
 	$(CARGO) test --release
+
+# The tests that hold thousands of connections at the machine's limits, alone.
+limits:
+	$(CARGO) test --release --test limits
 
 # The browser test drives Debian's chromium. Install it if it is missing and
 # we can (as root); otherwise say how. HTTPSERVER_SKIP_BROWSER_TEST=1 skips
