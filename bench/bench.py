@@ -63,6 +63,10 @@ FILES_TARGETS = [  # name, port
     ("python-http.server", 9116),
 ]
 IDLE_CONNS = 2000
+# Connection lives measured at once, and how long each idles after its request.
+LIFE_CONNS = 3000
+LIFE_IDLE_SECS = 3
+LIFE_TARGETS = ["c-relay", "haproxy", "tokio-relay", "threadserver", "poolserver"]
 # Files mode's ab figures: key, path, requests.
 FILES_AB = [("1k", "1k.bin", 20000), ("dir", "", 20000), ("1m", "1m.bin", 2000)]
 # Per files target: req/s of each ab figure, with the target's CPU µs per
@@ -76,6 +80,7 @@ COMMANDS = {
     "bulk": "curl -s -o /dev/null -w '%{speed_download}' http://127.0.0.1:PORT/256m.bin",
     "newconn": "ab -q -n 10000 -c 20 http://127.0.0.1:PORT/1k.bin",
     "idle": f"bench/idle_conns.py 127.0.0.1 PORT {IDLE_CONNS} /1k.bin (the target's RSS, used memory and the kernel's counters, before and after)",
+    "life": f"bench/conn_life.py 127.0.0.1 PORT {LIFE_CONNS} {LIFE_IDLE_SECS} /1k.bin (the target's CPU time before and after)",
     "files": "ab -q -n 20000 -c 20 http://127.0.0.1:PORT/PATH",
     "files_1m": "ab -q -n 2000 -c 10 http://127.0.0.1:PORT/1m.bin",
     "files_256m": "curl -s -o /dev/null -w '%{speed_download}' http://127.0.0.1:PORT/256m.bin",
@@ -402,6 +407,42 @@ def idle_memory(port, pid):
     return per(rss0, rss1), per(mem0, mem1), counted
 
 
+def thread_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+def quiet(pid, threads, most=30):
+    """Waits until the target is back to `threads` threads (its cached and
+    moved threads gone) and its CPU time has stopped moving."""
+    deadline = time.time() + most
+    last = tree_cpu_seconds(pid)
+    while time.time() < deadline:
+        time.sleep(0.5)
+        now = tree_cpu_seconds(pid)
+        if thread_count(pid) <= threads and now == last:
+            return
+        last = now
+
+
+def conn_life(port, pid, conns=LIFE_CONNS, idle=LIFE_IDLE_SECS):
+    """CPU µs of the target's process tree per connection that opens, makes
+    one request, idles `idle` seconds and closes, `conns` of them at once:
+    from accept to the last thread the connection used exiting."""
+    threads = thread_count(pid)
+    quiet(pid, threads)
+    before = tree_cpu_seconds(pid)
+    client = subprocess.run([sys.executable, os.path.join(BENCH, "conn_life.py"), HOST, str(port), str(conns),
+                             str(idle), "/1k.bin"], capture_output=True, text=True)
+    if client.stdout.strip() != "done":
+        print(f"  connection lives on {port} failed: {client.stderr.strip()[-200:]}", file=sys.stderr)
+        return None
+    quiet(pid, threads)
+    return (tree_cpu_seconds(pid) - before) / conns * 1e6
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -448,7 +489,7 @@ def main():
         for name, port in PROXIES[1:]:
             pids[name] = procs.start(name, proxy_argv(name, port, tmp), port).pid
         proxy = {name: {m: [] for m in ["keepalive", "p99", "single", "bulk", "newconn", "idle_rss", "idle_machine",
-                                        "idle_counted"] + COUNTERS}
+                                        "idle_counted", "life"] + COUNTERS}
                  for name, _ in PROXIES}
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}: proxy throughput", flush=True)
@@ -478,6 +519,19 @@ def main():
                 for k in COUNTERS:
                     proxy[name][k].append(counted[k] if counted else None)
                 print(f"  {name:14} rss {rss} KiB, machine {machine} KiB, counted {counted} per connection", flush=True)
+        # Connection lives: poolserver with a worker for each of them.
+        procs.stop(pool)
+        pool = procs.start("poolserver", proxy_argv("poolserver", 9106, tmp, pool_threads=LIFE_CONNS), 9106)
+        pids["poolserver"] = pool.pid
+        life_ports = dict(PROXIES, poolserver=9106)
+        for name in LIFE_TARGETS:
+            conn_life(life_ports[name], pids[name], idle=0)
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}: connection lives", flush=True)
+            for name in LIFE_TARGETS:
+                cost = conn_life(life_ports[name], pids[name])
+                proxy[name]["life"].append(cost)
+                print(f"  {name:14} {cost} µs a connection", flush=True)
         for name, p in list(procs.procs):
             if name != "origin":
                 procs.stop(p)
@@ -713,10 +767,26 @@ def report_files_cost(files):
     return lines
 
 
+def report_life(proxy):
+    """What a connection's whole life costs the target, against the C relay."""
+    c = proxy["c-relay"]["life"]
+    lines = ["", "## What a connection's life costs", "",
+             f"CPU µs of the target's process tree per connection that opens, makes one request, idles "
+             f"{LIFE_IDLE_SECS} s and closes, {LIFE_CONNS} at once (`{COMMANDS['life']}`; poolserver with "
+             f"`--num-threads {LIFE_CONNS}`), from accept to the exit of the last thread it used. The ratio "
+             "is the target's over the C relay's (at or below 1.0: as cheap or cheaper).", "",
+             "| target | µs a connection | / c-relay |", "|---|---|---|"]
+    for name in LIFE_TARGETS:
+        v = proxy[name]["life"]
+        r = v / c if v is not None and c else None
+        lines.append(f"| {name} | {fmt(v)} | {fmt(r)}× |" if r else f"| {name} | {fmt(v)} | — |")
+    return lines
+
+
 def report(started, rounds, about, proxy, files):
     ratios = {}
     lines = (report_header(started, rounds, about) + report_proxy(proxy, ratios) + report_design_peers(proxy)
-             + report_targets(proxy) + report_idle_memory(proxy) + report_files(files, ratios)
+             + report_targets(proxy) + report_idle_memory(proxy) + report_life(proxy) + report_files(files, ratios)
              + ["", "## Chart", "", "![ratios to the best peer](ratios.svg)", ""])
     with open(os.path.join(BENCH, "RESULTS.md"), "w") as f:
         f.write("\n".join(lines))
