@@ -71,6 +71,7 @@ fn held_open(server: &Server, path: &str) -> Option<TcpStream> {
 }
 
 per_server! {
+    [httpserver, threadserver, poolserver]
     /// While no thread start can map memory (mmap and mprotect fail with
     /// ENOMEM, as at `vm.max_map_count`) and then while no thread can be
     /// made at all, each proxied connection is relayed or closed, never
