@@ -10,25 +10,17 @@ caller from the target's CPU time before and after.
 Usage: conn_life.py HOST PORT N IDLE PATH
 """
 import resource
-import socket
 import sys
 import time
 
-from idle_conns import read_response
+from idle_conns import open_answered
 
 
 def main():
     host, port, n, idle, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 64)), hard))
-    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
-    conns = []
-    for _ in range(n):
-        s = socket.create_connection((host, port))
-        s.sendall(request)
-        conns.append(s)
-    for s in conns:
-        read_response(s)
+    conns = open_answered(host, port, n, path)
     time.sleep(idle)
     for s in conns:
         s.close()

@@ -8,6 +8,16 @@ import sys
 
 def main():
     host, port, n, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    conns = open_answered(host, port, n, path)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for s in conns:
+        s.close()
+
+
+def open_answered(host, port, n, path):
+    """Opens `n` connections, sends one GET of `path` on each, and returns
+    them once every one has had its whole answer."""
     request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     conns = []
     for _ in range(n):
@@ -16,10 +26,7 @@ def main():
         conns.append(s)
     for s in conns:
         read_response(s)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    for s in conns:
-        s.close()
+    return conns
 
 
 def read_response(s):
