@@ -278,19 +278,14 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// The relay of `conn` to `upstream`. Both sockets get `TCP_NODELAY`:
-    /// the relay writes what it has read at once, and Nagle's algorithm
-    /// would hold a small write back for an ACK. Each socket's write timeout
-    /// is the period a blocked write comes back after to report progress;
-    /// its read timeout is armed by the direction that reads it
+    /// The relay of `conn` to `upstream`. Both sockets get the options of
+    /// [`prepare_socket`]: the client's from the listener
+    /// (`proxy::prepare_listener`), the upstream's here. Each socket's read
+    /// timeout is armed by the direction that reads it
     /// (`DirectionState::arm_read_timeout`).
     pub fn new(conn: Connection, upstream: Upstream, started: Instant, settings: &Settings) -> Relay {
         let Connection { sock: client, peer, slot, may_leave } = conn;
-        let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
-        for sock in [&client, &upstream.sock] {
-            let _ = sock.set_nodelay(true);
-            let _ = sock.set_write_timeout(first_look.map(progress::write_check));
-        }
+        let _ = prepare_socket(&upstream.sock, settings);
         Relay {
             client,
             upstream: upstream.sock,
@@ -434,6 +429,18 @@ impl Relay {
             end = sync::wait(&self.end_changed, end);
         }
     }
+}
+
+/// Sets what every relayed socket needs: `TCP_NODELAY`, since the relay
+/// writes what it has read at once, and Nagle's algorithm would hold a
+/// small write back for an ACK; and the write timeout, the period a blocked
+/// write comes back after to report progress (`progress::write_check` of
+/// the shortest timeout). On a listening socket, Linux passes both on to
+/// every socket `accept()` returns.
+pub fn prepare_socket(sock: &Socket, settings: &Settings) -> io::Result<()> {
+    let first_look = [settings.idle_timeout, settings.half_close_timeout].into_iter().flatten().min();
+    sock.set_nodelay(true)?;
+    sock.set_write_timeout(first_look.map(progress::write_check))
 }
 
 /// The arithmetic of [`Relay::until_next_look`], for a connection idle

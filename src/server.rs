@@ -12,7 +12,7 @@ use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
 use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
-use crate::{files, limits, log, proxy, root, threads};
+use crate::{files, limits, log, proxy, relay, root, threads};
 
 const BACKLOG: i32 = 1024;
 
@@ -70,6 +70,8 @@ fn run(mode: Mode) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("listen on port {port}: {}", log::describe(&e))))?;
     if files_mode {
         files::prepare_listener(&listener)?;
+    } else {
+        relay::prepare_socket(&listener, config::settings())?;
     }
     let listener = Arc::new(listener);
     let signals = start_signal_thread(Arc::clone(&listener))?;
