@@ -170,11 +170,12 @@ fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
         if path.segments.is_empty() { PathBuf::from(".") } else { path.segments.iter().collect() };
     let found = root.find(&rel).map_err(|e| status_for(&e))?;
     if found.meta.is_dir() {
-        return match root.find_in(&found, Path::new(INDEX)) {
+        let index = root.find_in(&found, Path::new(INDEX)).map_err(|e| status_for(&e));
+        return match index {
             Ok(index) if index.meta.is_file() => {
                 Ok(Resource::File { found: index, content_type: mime::content_type(Path::new(INDEX)) })
             }
-            Err(e) if status_for(&e) != Status::NotFound => Err(status_for(&e)),
+            Err(status) if status != Status::NotFound => Err(status),
             _ => Ok(Resource::Listing { root, dir: found, segments: path.segments }),
         };
     }
