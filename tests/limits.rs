@@ -168,9 +168,9 @@ fn never_more_than_two_threads_a_connection(name: &str, args: &[&str]) {
     let _ = done_tx.send(());
     let most = sampler.join().unwrap();
     // Two a connection and the helpers, and the old threads of moves on
-    // their way out: a move waits while `MOVES_AT_ONCE` are, but an old
-    // thread is counted until glibc has freed its stack, which a burst of
-    // exits on 2 cores delays (measured: 184 to 1,081 at once). Four a
+    // their way out: a move waits while `MOVES_AT_ONCE` are, but the kernel
+    // lists a thread until its exit is done, which a burst of exits on 2
+    // cores delays (measured: 145 to 1,081 at once, joined or not). Four a
     // connection before, when a moved thread waited in the cache.
     assert!(most <= 5 * BURST / 2, "{name}: up to {most} threads for {BURST} connections");
     drop(held);
