@@ -89,6 +89,36 @@ per_server! {
 }
 
 per_server! {
+    /// Media and modern web files get the types browsers need: a module
+    /// script, WebAssembly, video and audio, fonts. The skeleton (and main
+    /// before this) sent every one of them as `text/plain`.
+    fn media_and_web_files_get_their_types(server) {
+        let dir = TempDir::new("types");
+        let files = [
+            ("app.mjs", "application/javascript"),
+            ("app.wasm", "application/wasm"),
+            ("clip.mp4", "video/mp4"),
+            ("clip.webm", "video/webm"),
+            ("song.MP3", "audio/mpeg"),
+            ("font.woff2", "font/woff2"),
+            ("pic.webp", "image/webp"),
+            ("table.csv", "text/csv"),
+            ("unknown.xyz", "text/plain"),
+        ];
+        for (name, _) in files {
+            fs::write(dir.path().join(name), name).unwrap();
+        }
+        let s = Server::start(server, &["--files", dir.str(), "--quiet"]);
+        for (name, ty) in files {
+            let r = get(s.addr(), &format!("/{name}"));
+            r.assert_well_formed(200, "OK");
+            assert_eq!(r.header("Content-Type"), Some(ty), "{server} /{name}");
+            assert_eq!(r.body, name.as_bytes());
+        }
+    }
+}
+
+per_server! {
     fn a_5_mib_binary_file_arrives_byte_exact(server) {
         let expected = common::random_bytes(5 << 20, 7);
         with_site(server, |s| {
