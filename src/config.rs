@@ -126,6 +126,7 @@ pub struct Config {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Help,
+    Version,
     Run(Config),
 }
 
@@ -252,6 +253,7 @@ const OPTIONS: &[Opt] = &[
         }),
     },
     Opt { name: "help", value: None, help: "print this help and exit", set: None },
+    Opt { name: "version", value: None, help: "print the version and exit", set: None },
 ];
 
 /// The flags the command line takes, for getopts, from [`OPTIONS`].
@@ -291,9 +293,15 @@ pub fn parse_args(mode: Mode, args: &[OsString]) -> Result<Command, String> {
 }
 
 fn parse_utf8_args(mode: Mode, args: &[String]) -> Result<Command, String> {
-    let matches = command_line().parse(args).map_err(|e| e.to_string())?;
+    let matches = command_line().parse(args).map_err(|e| match e {
+        getopts::Fail::UnrecognizedOption(name) => unknown_option(&name),
+        other => other.to_string(),
+    })?;
     if matches.opt_present("help") {
         return Ok(Command::Help);
+    }
+    if matches.opt_present("version") {
+        return Ok(Command::Version);
     }
     // getopts takes the next word as the value even when it is another flag,
     // so `--files --port 80` would serve a directory named "--port".
@@ -335,6 +343,38 @@ fn parse_utf8_args(mode: Mode, args: &[String]) -> Result<Command, String> {
         }
     }
     Ok(Command::Run(Config { port, target, num_threads: threads, settings }))
+}
+
+/// The error for an option no one has: with the nearest one that exists,
+/// when a letter or two would make it that one (`--file` → `--files`).
+fn unknown_option(name: &str) -> String {
+    // getopts names it without its dashes.
+    let bare = name.trim_start_matches('-');
+    let shown = if bare.chars().count() == 1 { format!("-{bare}") } else { format!("--{bare}") };
+    let nearest = OPTIONS.iter().map(|opt| (edit_distance(bare, opt.name), opt.name)).min();
+    match nearest {
+        Some((d, near)) if d <= 2 && d < bare.len() => {
+            format!("unknown option '{shown}': did you mean --{near}?")
+        }
+        _ => format!("unknown option '{shown}'"),
+    }
+}
+
+/// How many one-character insertions, deletions and changes turn `a`
+/// into `b` (Levenshtein's distance).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let here = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = here;
+        }
+    }
+    row[b.len()]
 }
 
 /// A decimal number in `min..=max`; anything else is an error naming `flag`.
@@ -455,6 +495,17 @@ pub fn settings() -> &'static Settings {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_misspelt_option_names_the_nearest() {
+        let err = |s: &str| parse_args(Mode::Thread, &args(s)).unwrap_err();
+        assert_eq!(err("--file www"), "unknown option '--file': did you mean --files?");
+        assert_eq!(err("--files www --prot 80"), "unknown option '--prot': did you mean --port?");
+        assert_eq!(err("--files www --quite"), "unknown option '--quite': did you mean --quiet?");
+        assert_eq!(err("--files www --frobnicate"), "unknown option '--frobnicate'");
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
     fn args(s: &str) -> Vec<OsString> {
         s.split_whitespace().map(OsString::from).collect()
     }
@@ -552,6 +603,7 @@ mod tests {
     #[test]
     fn help_wins() {
         assert_eq!(parse_args(Mode::Thread, &args("--help")), Ok(Command::Help));
+        assert_eq!(parse_args(Mode::Thread, &args("--version --port x")), Ok(Command::Version));
         assert!(usage(Mode::Fork).contains("forkserver --files DIR"));
     }
 }

@@ -29,6 +29,10 @@ pub fn main(mode: Mode) -> ExitCode {
             print!("{}", config::usage(mode));
             ExitCode::SUCCESS
         }
+        Ok(Command::Version) => {
+            println!("{prog} {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
         Ok(Command::Run(mut cfg)) => {
             log::set_quiet(cfg.settings.quiet);
             log::install_panic_hook();
@@ -45,7 +49,7 @@ pub fn main(mode: Mode) -> ExitCode {
             }
         }
         Err(msg) => {
-            eprint!("{prog}: {msg}\n\n{}", config::usage(mode));
+            eprintln!("{prog}: {msg}\nTry '{prog} --help'.");
             ExitCode::from(2)
         }
     }

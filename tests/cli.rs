@@ -10,8 +10,9 @@ fn run(name: &str, args: &[&str]) -> Output {
     Command::new(common::bin(name)).args(args).output().expect("run server")
 }
 
-/// Bad input: exit status 2, a first line on stderr that names the program
-/// and the problem, then the usage.
+/// Bad input: exit status 2, a line on stderr that names the program and
+/// the problem, and one that says where the usage is: not the whole usage,
+/// which would scroll the line that matters off a small terminal.
 fn assert_usage_error(name: &str, args: &[&str], problem: &str) {
     let out = run(name, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -19,9 +20,24 @@ fn assert_usage_error(name: &str, args: &[&str], problem: &str) {
     let first = stderr.lines().next().unwrap_or("");
     assert!(first.starts_with(&format!("{name}: ")), "{name} {args:?}: {first}");
     assert!(first.contains(problem), "{name} {args:?}: expected {problem:?} in {first:?}");
-    assert!(stderr.contains(&format!("Usage: {name} --files DIR")), "{name} {args:?}: no usage in {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{name} {args:?}: {stderr}");
+    assert_eq!(lines[1], format!("Try '{name} --help'."), "{name} {args:?}");
     assert!(out.stdout.is_empty(), "{name} {args:?} wrote to stdout");
     assert!(!stderr.contains("(os error"), "{name} {args:?}: std's error suffix in {first:?}");
+}
+
+per_server! {
+    /// A misspelt long option names the nearest one; `--version` prints
+    /// the crate's version on stdout.
+    fn a_misspelt_option_is_named_and_the_version_printed(name) {
+        let threads: &[&str] = if name == "poolserver" { &["--num-threads", "2"] } else { &[] };
+        let args = [&["--file", "www"][..], threads].concat();
+        assert_usage_error(name, &args, "unknown option '--file': did you mean --files?");
+        let out = run(name, &["--version"]);
+        assert_eq!(out.status.code(), Some(0), "{name}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name} {}\n", env!("CARGO_PKG_VERSION")));
+    }
 }
 
 per_server! {
@@ -101,8 +117,8 @@ fn port_0_picks_a_real_port_and_says_which() {
 per_server! {
     /// Found by fuzzing: an argument that is not UTF-8 panicked (exit 101),
     /// a CR in an argument reached the terminal raw, and `--proxy` took hosts
-    /// that can never resolve. Each is now one printable line, the usage,
-    /// and exit status 2.
+    /// that can never resolve. Each is now one printable line, where the
+    /// usage is, and exit status 2.
     fn arguments_that_cannot_be_taken_get_one_printable_line(name) {
         use std::ffi::OsStr;
         use std::os::unix::ffi::OsStrExt;
@@ -113,7 +129,7 @@ per_server! {
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         let first = stderr.lines().next().unwrap_or("");
         assert!(first.contains("not UTF-8") && first.contains("\\xff"), "{name}: {first:?}");
-        assert!(stderr.contains("Usage:"), "{name}: {stderr}");
+        assert!(stderr.ends_with(&format!("\nTry '{name} --help'.\n")), "{name}: {stderr}");
         for raw in ["\r", "--files\u{1b}[2J", "x\ny"] {
             let out = run(name, &[&[raw][..], threads].concat());
             let stderr = String::from_utf8_lossy(&out.stderr);
