@@ -164,7 +164,12 @@ per_server! {
         let idle = || server.thread_count() == base_threads && common::children_of(server.pid()).is_empty();
         for round in 0..3 {
             eventually("the previous round's connections to be released", idle);
+            let accepted = || server.stdout_lines().iter().filter(|l| l.starts_with("Accepted connection")).count();
+            let before = accepted();
             let mut held = open_partial(&server, 5);
+            // All five hold their slots before the sixth comes: the accept
+            // queue need not keep the order in which they connected.
+            eventually("the five to be accepted", || accepted() == before + 5);
             let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
             r.assert_well_formed(503, "Service Unavailable");
             // Free exactly one slot: then exactly one more fits.
