@@ -11,7 +11,9 @@ use std::fmt;
 use std::io;
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
+use crate::dates::LogTime;
 use crate::sys::{self, StdStream};
 
 /// `--quiet`, as `main` set it.
@@ -32,6 +34,15 @@ pub fn info_enabled() -> bool {
 pub fn info(args: fmt::Arguments) {
     if info_enabled() {
         line(StdStream::Stdout, args);
+    }
+}
+
+/// Logs a line on stdout that records a request or a connection, unless
+/// `--quiet`: after the time it is written (UTC, to the millisecond, see
+/// [`LogTime`]), as access logs have it.
+pub fn timed(args: fmt::Arguments) {
+    if info_enabled() {
+        line(StdStream::Stdout, format_args!("{} {args}", LogTime(SystemTime::now())));
     }
 }
 

@@ -224,7 +224,7 @@ impl Refuser {
     }
 
     fn refuse(&self, conn: Connection, why: &str) {
-        log::info(format_args!("refused {}: {why}", conn.peer));
+        log::timed(format_args!("refused {}: {why}", conn.peer));
         if let Some(queue) = &self.queue {
             // A full queue means a flood: those beyond it are just closed.
             let _ = queue.try_send(conn);
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_panicking_handler_is_contained_and_its_fds_closed() {
-        let sock = Socket::listen_any(0, 8).unwrap();
+        let sock = Socket::listen(None, 0, 8).unwrap();
         let port = sock.local_addr().unwrap().port();
         let conn = Connection { sock, peer: "127.0.0.1:1".parse().unwrap(), slot: None, may_leave: false };
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
@@ -255,7 +255,7 @@ mod tests {
     /// thread of its own and waits for it, answers, and then panics, so that
     /// the panic is printed and its connection and slot are dropped.
     fn busy_child_handler(conn: Connection) {
-        log::info(format_args!("a forked child serves {}", conn.peer));
+        log::timed(format_args!("a forked child serves {}", conn.peer));
         let (done, job_ran) = mpsc::channel();
         let job = |done: mpsc::Sender<()>| {
             let _ = done.send(());
@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn a_forked_child_takes_no_lock_another_thread_holds() {
         log::install_panic_hook();
-        let listener = Socket::listen_any(0, 8).unwrap();
+        let listener = Socket::listen(None, 0, 8).unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

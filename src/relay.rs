@@ -127,7 +127,7 @@ pub fn log_end(peer: SocketAddr, upstream: &UpstreamName, bytes: [u64; 2], start
     let UpstreamName { host, port, addr } = upstream;
     let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
     let [up, down] = bytes;
-    log::info(format_args!(
+    log::timed(format_args!(
         "proxy {peer} <-> {host}:{port}{addr}: {up} bytes client->upstream, {down} bytes upstream->client, \
          {:.3} s, {end}",
         started.elapsed().as_secs_f64()
