@@ -13,7 +13,8 @@
 //!   so the head and the body fill segments together, and the last one
 //!   leaves with the FIN when the connection closes, right after.
 //! - **A file that changes while it is sent.** The head has announced a
-//!   length. A file that grows is sent up to that length; one that shrinks
+//!   length (of the file, or of a range of it). A file that grows is sent
+//!   up to that length; one that shrinks
 //!   ends the response short with an error that says so, so the connection
 //!   closes and the log line tells why. A body is never padded, and never
 //!   waited for.
@@ -24,6 +25,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 
 use crate::progress::{Sender, NOTSENT_LOWAT};
 use crate::sys;
@@ -33,41 +35,43 @@ const CHUNK: usize = 64 * 1024;
 /// The most one sendfile(2) call moves (the kernel's own limit).
 const MAX_SENDFILE: u64 = 0x7fff_f000;
 
-/// Sends `head`, then the first `len` bytes of `file`, counting in `sent`
-/// the body bytes that went out. With `use_sendfile`, the body goes by
-/// sendfile(2) where the kernel allows it.
+/// Sends `head`, then the bytes `body` of `file` (the whole file, or the
+/// range a `206` announced), counting in `sent` the body bytes that went
+/// out. With `use_sendfile`, the body goes by sendfile(2) where the kernel
+/// allows it.
 pub fn send_file(
     out: &mut Sender,
     file: &File,
     head: &[u8],
-    len: u64,
+    body: Range<u64>,
     use_sendfile: bool,
     sent: &mut u64,
 ) -> io::Result<()> {
+    let len = body.end - body.start;
     if use_sendfile && len > 0 {
         if len > u64::from(NOTSENT_LOWAT) {
             let _ = out.sock.set_notsent_lowat(NOTSENT_LOWAT);
         }
         out.write_all(head)?;
-        match sendfile_all(out, file, len, sent) {
+        match sendfile_all(out, file, &body, sent) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
             done => return done,
         }
-        return copy_all(out, file, &[], len, sent);
+        return copy_all(out, file, &[], &body, sent);
     }
-    copy_all(out, file, head, len, sent)
+    copy_all(out, file, head, &body, sent)
 }
 
-/// The body by sendfile(2), from where `sent` stands up to `len`.
-fn sendfile_all(out: &mut Sender, file: &File, len: u64, sent: &mut u64) -> io::Result<()> {
-    let mut offset = *sent;
-    while offset < len {
-        let count = (len - offset).min(MAX_SENDFILE) as usize;
+/// The body by sendfile(2), from where `sent` stands to the end of `body`.
+fn sendfile_all(out: &mut Sender, file: &File, body: &Range<u64>, sent: &mut u64) -> io::Result<()> {
+    let mut offset = body.start + *sent;
+    while offset < body.end {
+        let count = (body.end - offset).min(MAX_SENDFILE) as usize;
         let n = out.sendfile(file, &mut offset, count)?;
         if n == 0 {
-            return Err(shrank(offset, len));
+            return Err(shrank(offset - body.start, body.end - body.start));
         }
-        *sent = offset;
+        *sent = offset - body.start;
     }
     Ok(())
 }
@@ -75,14 +79,16 @@ fn sendfile_all(out: &mut Sender, file: &File, len: u64, sent: &mut u64) -> io::
 /// The body by the homework's loop: read a chunk at the next offset, write
 /// it all. `head` (if not empty) goes out in the first write, so that a
 /// small file is one write and, on the wire, one segment.
-fn copy_all(out: &mut Sender, file: &File, head: &[u8], len: u64, sent: &mut u64) -> io::Result<()> {
+fn copy_all(out: &mut Sender, file: &File, head: &[u8], body: &Range<u64>, sent: &mut u64) -> io::Result<()> {
+    let len = body.end - body.start;
     let first = (len - *sent).min(CHUNK as u64) as usize;
     let mut buf = vec![0u8; head.len() + first];
     buf[..head.len()].copy_from_slice(head);
     let mut filled = head.len();
     loop {
         let want = (len - *sent).min((buf.len() - filled) as u64) as usize;
-        let n = if want == 0 { 0 } else { sys::pread(file, &mut buf[filled..filled + want], *sent)? };
+        let at = body.start + *sent;
+        let n = if want == 0 { 0 } else { sys::pread(file, &mut buf[filled..filled + want], at)? };
         if filled + n > 0 {
             out.write_all(&buf[..filled + n])?;
             *sent += n as u64;
@@ -97,7 +103,11 @@ fn copy_all(out: &mut Sender, file: &File, head: &[u8], len: u64, sent: &mut u64
     }
 }
 
-/// The error of a file that ended before the length its head announced.
-fn shrank(at: u64, len: u64) -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, format!("the file ended after {at} of its {len} bytes"))
+/// The error of a file that ended after `sent` of the `len` body bytes its
+/// head announced.
+fn shrank(sent: u64, len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the file ended after {sent} of the {len} bytes announced"),
+    )
 }

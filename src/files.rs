@@ -9,19 +9,32 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::conditional::{self, Answer, Validators};
 use crate::conns::Connection;
 use crate::progress::{self, Sender};
-use crate::request::{self, Request};
+use crate::request::{self, Conditions, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
 use crate::root::{Found, Root};
 use crate::sys::{self, Socket};
-use crate::{body, config, log, mime};
+use crate::{body, config, dates, log, mime};
 
 /// What a request resolves to: a file opened beneath the root, with the
 /// type its name asked for; or a directory opened there, to list.
 enum Resource {
-    File { found: Found, content_type: &'static str },
-    Listing { root: Root, dir: Found, segments: Vec<OsString> },
+    File {
+        found: Found,
+        content_type: &'static str,
+    },
+    Listing {
+        root: Root,
+        dir: Found,
+        segments: Vec<OsString>,
+    },
+    /// A directory with an `index.html`, asked for without its slash: the
+    /// same path with it (see [`resolve`]).
+    MovedTo {
+        location: String,
+    },
 }
 
 /// A request as it was read: the bytes of its head, what they parse to,
@@ -88,13 +101,14 @@ pub fn handle_files_request(conn: Connection) {
     // `--send-timeout` (the socket's SO_SNDTIMEO, from the listener, makes
     // a blocked write come back to be judged).
     let out = &mut Sender::new(sock, config::settings().send_timeout);
-    let result = match incoming.request.and_then(|req| resolve(root, &req)) {
-        Ok(Resource::File { found, content_type }) => {
-            serve_file(out, found, content_type, head_only, &mut sent)
+    let result = match incoming.request.and_then(|req| Ok((resolve(root, &req)?, req))) {
+        Ok((Resource::File { found, content_type }, req)) => {
+            serve_file(out, found, content_type, &req.conditions, head_only, &mut sent)
         }
-        Ok(Resource::Listing { root, dir, segments }) => {
+        Ok((Resource::Listing { root, dir, segments }, _)) => {
             serve_directory(out, &root, dir, &segments, head_only, &mut sent)
         }
+        Ok((Resource::MovedTo { location }, _)) => send_moved(out, &location, head_only, &mut sent),
         Err(status) => send_status(out, status, head_only, &mut sent),
     };
     let took = started.elapsed();
@@ -127,7 +141,7 @@ fn log_request(peer: SocketAddr, received: &[u8], sent: &Sent, took: Duration, r
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => " (not sent in full: send timeout)".to_string(),
         Err(e) => format!(" (not sent in full: {})", log::describe(e)),
     };
-    log::info(format_args!(
+    log::timed(format_args!(
         "{} \"{}\" {} {} {:.1} ms{cut_short}",
         peer,
         request::loggable_request_line(received),
@@ -155,6 +169,10 @@ fn read_request(sock: &Socket) -> Incoming {
 
 /// Maps the request target to something under `root`: a file, a directory's
 /// `index.html` (the skeleton's `http_format_index`), or a directory to list.
+/// A directory with an `index.html` asked for without a slash after its
+/// name moves to the path with the slash (`301`), as nginx and python do, so
+/// that the page's relative links resolve inside the directory; a listing
+/// needs no move, as its `<base>` says where it is.
 /// The path is decoded and stripped of `.` and `..` first; then it is opened
 /// once, beneath the root (see [`Root`]): a path that leads outside is a 403,
 /// and what is served is what that open found. A directory's `index.html` is
@@ -172,6 +190,9 @@ fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
     if found.meta.is_dir() {
         let index = root.find_in(&found, Path::new(INDEX)).map_err(|e| status_for(&e));
         return match index {
+            Ok(index) if index.meta.is_file() && !path.dir_only => {
+                Ok(Resource::MovedTo { location: with_slash(&path.segments, &req.target) })
+            }
             Ok(index) if index.meta.is_file() => {
                 Ok(Resource::File { found: index, content_type: mime::content_type(Path::new(INDEX)) })
             }
@@ -193,7 +214,23 @@ fn resolve(root: &Path, req: &Request) -> Result<Resource, Status> {
 pub(crate) fn resolve_to_found(root: &Path, req: &Request) -> Result<Found, Status> {
     match resolve(root, req)? {
         Resource::File { found, .. } | Resource::Listing { dir: found, .. } => Ok(found),
+        Resource::MovedTo { .. } => Err(Status::MovedPermanently),
     }
+}
+
+/// Where a directory asked for without its slash moves: its path rebuilt
+/// from `segments` (so it always starts with exactly one `/`, and never
+/// names another host), a slash, and the query of `target`, if any.
+fn with_slash(segments: &[OsString], target: &str) -> String {
+    let mut location = String::new();
+    for s in segments {
+        location.push('/');
+        location.push_str(&percent_encode(s.as_bytes()));
+    }
+    location.push('/');
+    let after_path = &target[target.find(['?', '#']).unwrap_or(target.len())..];
+    location.push_str(after_path.split('#').next().unwrap_or(""));
+    location
 }
 
 /// The file a directory is served as, when it holds one.
@@ -234,23 +271,64 @@ fn send_status(out: &mut Sender, status: Status, head_only: bool, sent: &mut Sen
 }
 
 /// Skeleton: `serve_file`. `200 OK` with the file's type and length, then
-/// its bytes (none for HEAD). How the bytes go out, and what happens if the
-/// file changes size meanwhile, is `body::send_file`'s.
+/// its bytes (none for HEAD). What a real server adds, the validators a
+/// cache keeps, `304 Not Modified` and byte ranges, is `conditional`'s: a
+/// request that asks none of it gets the skeleton's `200`. How the bytes go
+/// out, and what happens if the file changes size meanwhile, is
+/// `body::send_file`'s.
 fn serve_file(
     out: &mut Sender,
     found: Found,
     content_type: &str,
+    asks: &Conditions,
     head_only: bool,
     sent: &mut Sent,
 ) -> io::Result<()> {
     let len = found.meta.len();
-    let head = response::response_head(Status::Ok, content_type, len, &[]);
-    sent.status = Status::Ok;
+    let now = dates::now_secs();
+    let validators = Validators::of(&found.meta, now);
+    let mut headers = validators.headers().to_vec();
+    let content_range;
+    let (status, body) = match conditional::answer(asks, &validators, len, head_only, now) {
+        Answer::Whole => (Status::Ok, 0..len),
+        Answer::Part(range) => {
+            content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
+            headers.push(("Content-Range", &content_range));
+            (Status::PartialContent, range)
+        }
+        Answer::NotModified => {
+            sent.status = Status::NotModified;
+            return out.write_all(response::not_modified_head(&headers).as_bytes());
+        }
+        Answer::Unsatisfiable => return send_unsatisfiable(out, len, head_only, sent),
+    };
+    let head = response::response_head(status, content_type, body.end - body.start, &headers);
+    sent.status = status;
     if head_only {
         return out.write_all(head.as_bytes());
     }
     let use_sendfile = config::settings().sendfile;
-    body::send_file(out, &found.file, head.as_bytes(), len, use_sendfile, &mut sent.body_bytes)
+    body::send_file(out, &found.file, head.as_bytes(), body, use_sendfile, &mut sent.body_bytes)
+}
+
+/// `416 Range Not Satisfiable`, and the file's length.
+fn send_unsatisfiable(out: &mut Sender, len: u64, head_only: bool, sent: &mut Sent) -> io::Result<()> {
+    let status = Status::RangeNotSatisfiable;
+    let length = format!("bytes */{len}");
+    let detail = format!("The file has {len} bytes; none of the range asked for is in it.");
+    let extra = [("Content-Range", length.as_str()), conditional::ACCEPT_RANGES];
+    sent.status = status;
+    sent.body_bytes = response::send_error(out, status, &detail, &extra, head_only)?;
+    Ok(())
+}
+
+/// `301 Moved Permanently` to `location`, with a page that links to it.
+fn send_moved(out: &mut Sender, location: &str, head_only: bool, sent: &mut Sent) -> io::Result<()> {
+    let status = Status::MovedPermanently;
+    let detail = format!("This directory is at {location}");
+    sent.status = status;
+    sent.body_bytes = response::send_error(out, status, &detail, &[("Location", location)], head_only)?;
+    Ok(())
 }
 
 /// Skeleton: `serve_directory`. `200 OK` with an HTML page that links to the
@@ -360,7 +438,7 @@ mod tests {
         let root = root.canonicalize().unwrap();
         let served = std::sync::atomic::AtomicUsize::new(0);
         proptest!(ProptestConfig::with_cases(20_000), |(target in request::strategies::hostile_target())| {
-            let req = Request { method: "GET".into(), target: target.clone(), has_body: false };
+            let req = Request { method: "GET".into(), target: target.clone(), has_body: false, conditions: Default::default() };
             if let Ok(found) = resolve_to_found(&root, &req) {
                 let path = found.real_path().unwrap();
                 prop_assert!(path.starts_with(&root), "{target:?} -> {path:?}");
@@ -370,7 +448,12 @@ mod tests {
         let served = served.into_inner();
         assert!(served > 100, "too few targets resolved ({served}) to say anything");
         for target in ["/out/passwd", "/a/passwd", "/out", "/in/../../secret/passwd", "/idx", "/idx/"] {
-            let req = Request { method: "GET".into(), target: target.into(), has_body: false };
+            let req = Request {
+                method: "GET".into(),
+                target: target.into(),
+                has_body: false,
+                conditions: Default::default(),
+            };
             assert!(resolve(&root, &req).is_err(), "{target} escaped");
         }
         let _ = fs::remove_dir_all(&base);

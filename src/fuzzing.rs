@@ -17,6 +17,11 @@ pub use crate::response::{html_escape, percent_encode, Status};
 /// directory it opened really is (its `/proc/self/fd` link), or the status
 /// it answers with instead.
 pub fn resolve(root: &Path, target: &str) -> Result<PathBuf, Status> {
-    let req = Request { method: "GET".into(), target: target.into(), has_body: false };
+    let req = Request {
+        method: "GET".into(),
+        target: target.into(),
+        has_body: false,
+        conditions: Default::default(),
+    };
     crate::files::resolve_to_found(root, &req)?.real_path().map_err(|_| Status::NotFound)
 }

@@ -9,7 +9,7 @@
 //!
 //! | homework part | file | function |
 //! |---|---|---|
-//! | 1. The server socket: bind and listen (all four servers) | `src/server.rs`, `src/sys.rs` | `run` → `Socket::listen_any`; then `serve_forever` accepts |
+//! | 1. The server socket: bind and listen (all four servers) | `src/server.rs`, `src/sys.rs` | `run` → `Socket::listen`; then `serve_forever` accepts |
 //! | 2. GET requests for files | `src/files.rs` | `handle_files_request`, `serve_file` |
 //! | 3. GET requests for directories | `src/files.rs` | `serve_directory` |
 //! | 4. The proxy | `src/proxy.rs` | `handle_proxy_request` |
@@ -52,6 +52,11 @@
 //! - `root`: the served directory, and the one confined open of every path
 //!   beneath it: `openat2(RESOLVE_BENEATH)`, so that no rename can swap a
 //!   symlink or a FIFO in between a check and an open.
+//! - `conditional`: what files mode adds to Part 2's `200`: `Last-Modified`
+//!   and `ETag`, `304 Not Modified`, and `206` for a byte range (`ranges`
+//!   parses the `Range` header).
+//! - `dates`: HTTP dates and log times, computed without the C library's
+//!   locks.
 //! - `body`: sending a file's body: sendfile(2), its fallback, and files
 //!   that change size while they are sent.
 //! - `progress`: what counts as progress on a write to a peer, and files
@@ -69,8 +74,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod body;
+mod conditional;
 mod config;
 mod conns;
+mod dates;
 mod files;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -80,6 +87,7 @@ mod mime;
 mod modes;
 mod progress;
 mod proxy;
+mod ranges;
 mod relay;
 mod request;
 mod response;

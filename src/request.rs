@@ -22,6 +22,44 @@ pub struct Request {
     /// Whether the head announces a body (`Content-Length` above 0, or
     /// `Transfer-Encoding`).
     pub has_body: bool,
+    /// What the request asks of a file beyond its bytes: validators to
+    /// check, a part of it.
+    pub conditions: Conditions,
+}
+
+/// The request headers that files mode answers with `304` or `206`
+/// (`conditional` judges them), as sent. Several lines of one name are
+/// joined with `", "`, as RFC 9110 §5.3 has a recipient combine them: a
+/// list stays a list, and a header that allows one value no longer parses,
+/// and is ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Conditions {
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+}
+
+impl Conditions {
+    /// Keeps `value` if `name` is one of these headers.
+    fn take(&mut self, name: &str, value: &str) {
+        let slot = [
+            ("if-none-match", &mut self.if_none_match),
+            ("if-modified-since", &mut self.if_modified_since),
+            ("range", &mut self.range),
+            ("if-range", &mut self.if_range),
+        ]
+        .into_iter()
+        .find_map(|(known, slot)| name.eq_ignore_ascii_case(known).then_some(slot));
+        let Some(slot) = slot else { return };
+        match slot {
+            Some(kept) => {
+                kept.push_str(", ");
+                kept.push_str(value);
+            }
+            None => *slot = Some(value.to_string()),
+        }
+    }
 }
 
 /// A request head as read off a socket.
@@ -209,6 +247,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request, Status> {
         return Err(Status::BadRequest);
     }
     let mut has_body = false;
+    let mut conditions = Conditions::default();
     for line in lines.take_while(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(Status::BadRequest)?;
         if name.is_empty()
@@ -220,8 +259,9 @@ pub fn parse_head(head: &[u8]) -> Result<Request, Status> {
         let value = value.trim();
         has_body |= name.eq_ignore_ascii_case("transfer-encoding")
             || (name.eq_ignore_ascii_case("content-length") && value != "0");
+        conditions.take(name, value);
     }
-    Ok(Request { method: method.to_string(), target: target.to_string(), has_body })
+    Ok(Request { method: method.to_string(), target: target.to_string(), has_body, conditions })
 }
 
 /// `tchar` of RFC 9110: the characters of a method or a header name.
@@ -385,11 +425,31 @@ mod tests {
     #[test]
     fn parses_a_request_line_and_headers() {
         let req = parse_head(b"GET /a/b.html?x=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n").unwrap();
-        assert_eq!(req, Request { method: "GET".into(), target: "/a/b.html?x=1".into(), has_body: false });
+        assert_eq!(
+            req,
+            Request {
+                method: "GET".into(),
+                target: "/a/b.html?x=1".into(),
+                has_body: false,
+                conditions: Conditions::default()
+            }
+        );
         assert_eq!(parse_head(b"POST / HTTP/1.0\n\n").unwrap().method, "POST");
         assert!(parse_head(b"POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\n").unwrap().has_body);
         assert!(parse_head(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n").unwrap().has_body);
         assert!(!parse_head(b"GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap().has_body);
+        let req = parse_head(
+            b"GET / HTTP/1.1\r\nrange: bytes=0-1\r\nIf-None-Match: \"a\"\r\nIF-NONE-MATCH:  \"b\" \r\n\
+              If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\nIf-Range: \"a\"\r\nRange: bytes=5-\r\n\r\n",
+        )
+        .unwrap();
+        let expected = Conditions {
+            if_none_match: Some("\"a\", \"b\"".into()),
+            if_modified_since: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
+            range: Some("bytes=0-1, bytes=5-".into()),
+            if_range: Some("\"a\"".into()),
+        };
+        assert_eq!(req.conditions, expected);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::io;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use crate::dates;
 use crate::progress::Sender;
 use crate::sys::Socket;
 
@@ -14,11 +15,15 @@ use crate::sys::Socket;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok,
+    PartialContent,
+    MovedPermanently,
+    NotModified,
     BadRequest,
     Forbidden,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
+    RangeNotSatisfiable,
     BadGateway,
     ServiceUnavailable,
 }
@@ -27,11 +32,15 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::PartialContent => 206,
+            Status::MovedPermanently => 301,
+            Status::NotModified => 304,
             Status::BadRequest => 400,
             Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
+            Status::RangeNotSatisfiable => 416,
             Status::BadGateway => 502,
             Status::ServiceUnavailable => 503,
         }
@@ -41,11 +50,15 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::PartialContent => "Partial Content",
+            Status::MovedPermanently => "Moved Permanently",
+            Status::NotModified => "Not Modified",
             Status::BadRequest => "Bad Request",
             Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
+            Status::RangeNotSatisfiable => "Range Not Satisfiable",
             Status::BadGateway => "Bad Gateway",
             Status::ServiceUnavailable => "Service Unavailable",
         }
@@ -54,7 +67,8 @@ impl Status {
 
 /// Skeleton: `http_start_response`, `http_send_header` and
 /// `http_end_headers`, as one string. The head of a response:
-/// `HTTP/1.0 <code> <reason>`, `Content-Type`, `Content-Length`, any `extra`
+/// `HTTP/1.0 <code> <reason>`, `Content-Type`, `Content-Length`, then
+/// `Date` (RFC 1945 §10.6: the time the response was made), any `extra`
 /// headers, and the blank line.
 pub fn response_head(
     status: Status,
@@ -67,11 +81,25 @@ pub fn response_head(
         status.code(),
         status.reason()
     );
+    end_head(&mut out, extra);
+    out
+}
+
+/// The head of a `304 Not Modified`: no body, so no `Content-Type` or
+/// `Content-Length` (RFC 9110 §15.4.5), and the validators in `extra`.
+pub fn not_modified_head(extra: &[(&str, &str)]) -> String {
+    let mut out = format!("HTTP/1.0 {} {}\r\n", Status::NotModified.code(), Status::NotModified.reason());
+    end_head(&mut out, extra);
+    out
+}
+
+/// `Date`, `extra` and the blank line.
+fn end_head(out: &mut String, extra: &[(&str, &str)]) {
+    let _ = write!(out, "Date: {}\r\n", dates::HttpDate(dates::now_secs()));
     for (name, value) in extra {
         let _ = write!(out, "{name}: {value}\r\n");
     }
     out.push_str("\r\n");
-    out
 }
 
 /// Sends a complete `text/html` response, head and body in one write; in
@@ -175,16 +203,28 @@ pub fn percent_encode(segment: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// A head with its `Date` line taken out, and that line's date.
+    fn without_date(head: &str) -> (String, i64) {
+        let start = head.find("Date: ").expect("a Date line");
+        let end = start + head[start..].find("\r\n").unwrap();
+        let date = dates::parse_http_date(&head[start + "Date: ".len()..end]).expect("an HTTP date");
+        (format!("{}{}", &head[..start], &head[end + 2..]), date)
+    }
+
     #[test]
     fn heads_are_exact() {
+        let before = dates::now_secs();
+        let (head, date) = without_date(&response_head(Status::Ok, "text/html", 12, &[]));
+        assert_eq!(head, "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: 12\r\n\r\n");
+        assert!((before..=dates::now_secs()).contains(&date), "{date}");
+        let (head, _) =
+            without_date(&response_head(Status::MethodNotAllowed, "text/html", 0, &[("Allow", "GET, HEAD")]));
         assert_eq!(
-            response_head(Status::Ok, "text/html", 12, &[]),
-            "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: 12\r\n\r\n"
-        );
-        assert_eq!(
-            response_head(Status::MethodNotAllowed, "text/html", 0, &[("Allow", "GET, HEAD")]),
+            head,
             "HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/html\r\nContent-Length: 0\r\nAllow: GET, HEAD\r\n\r\n"
         );
+        let (head, _) = without_date(&not_modified_head(&[("ETag", "\"1-2\"")]));
+        assert_eq!(head, "HTTP/1.0 304 Not Modified\r\nETag: \"1-2\"\r\n\r\n");
     }
 
     #[test]

@@ -39,7 +39,10 @@ per_server! {
             r.assert_well_formed(403, "Forbidden");
             assert!(!r.text().contains("TOPSECRET"), "{server} {path}: {}", r.text());
         }
-        for path in ["/in", "/in/", "/in/index.html"] {
+        // Without its slash, the directory moves to it (and is not looked into).
+        let r = get(s.addr(), "/in");
+        assert_eq!((r.code(), r.header("Location")), (301, Some("/in/")), "{server}: {}", r.head);
+        for path in ["/in/", "/in/index.html"] {
             let r = get(s.addr(), path);
             r.assert_well_formed(200, "OK");
             assert_eq!(r.text(), "<p>inside</p>\n", "{server} {path}");
@@ -63,7 +66,9 @@ per_server! {
         for path in ["/page.html", "/link.html", "/page.html?x=/", "/dir/index.html"] {
             get(s.addr(), path).assert_well_formed(200, "OK");
         }
-        for path in ["/dir", "/dir/", "/dir//", "/dir/.", "/"] {
+        let r = get(s.addr(), "/dir");
+        assert_eq!((r.code(), r.header("Location")), (301, Some("/dir/")), "{server}: {}", r.head);
+        for path in ["/dir/", "/dir//", "/dir/.", "/"] {
             let r = get(s.addr(), path);
             r.assert_well_formed(200, "OK");
         }

@@ -138,8 +138,18 @@ impl Server {
         self.child.id()
     }
 
-    /// The lines the server has printed on stdout so far.
+    /// The lines the server has printed on stdout so far, each without the
+    /// time a request's or a connection's line begins with (see
+    /// [`log_time`]).
     pub fn stdout_lines(&self) -> Vec<String> {
+        self.raw_stdout_lines()
+            .into_iter()
+            .map(|l| log_time(&l).map_or(l.clone(), |(_, rest)| rest.to_string()))
+            .collect()
+    }
+
+    /// The lines the server has printed on stdout so far, as printed.
+    pub fn raw_stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
@@ -395,6 +405,23 @@ pub fn close_with_reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// The time at the start of a log line, UTC, ISO 8601, to the millisecond
+/// (`2026-12-04T20:30:37.123Z `), and the rest of the line; `None` for a
+/// line that does not begin so.
+pub fn log_time(line: &str) -> Option<(&str, &str)> {
+    let (time, rest) = line.split_once(' ')?;
+    let shape = time.len() == 24
+        && time.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'.',
+            23 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    shape.then_some((time, rest))
+}
+
 /// Sends `raw` as is and returns everything the server sends until it closes.
 pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     let mut stream = connect(addr);
@@ -406,6 +433,27 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     stream.read_to_end(&mut out).unwrap_or_else(|e| panic!("reading the response: {e}"));
     out
+}
+
+/// `METHOD path HTTP/1.0` with the header lines `headers`, and its answer.
+pub fn ask(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Response {
+    let mut raw = format!("{method} {path} HTTP/1.0\r\n");
+    for h in headers {
+        raw.push_str(h);
+        raw.push_str("\r\n");
+    }
+    raw.push_str("\r\n");
+    Response::parse(&exchange(addr, raw.as_bytes()))
+}
+
+/// Sets the modification time of the file at `path` to `secs` after the epoch.
+pub fn set_mtime(path: &Path, secs: u64) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+        .unwrap();
 }
 
 /// A GET for `path`, as a browser's HTTP/1.0 request would look.
@@ -473,6 +521,12 @@ impl Response {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The head without its `Date` line, which two answers made a second
+    /// apart do not share.
+    pub fn head_without_date(&self) -> String {
+        self.head.split_inclusive("\r\n").filter(|l| !l.starts_with("Date: ")).collect()
     }
 
     pub fn text(&self) -> String {
