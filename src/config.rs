@@ -86,6 +86,9 @@ pub struct Settings {
     /// `--shutdown-timeout SECS`: after SIGINT or SIGTERM, how long open
     /// connections may take to finish before the server exits.
     pub shutdown_timeout: Duration,
+    /// `--bind ADDR`: the one address to listen on. `None`, as in the
+    /// skeleton, is every interface.
+    pub bind: Option<IpAddr>,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             half_close_timeout: Some(Duration::from_secs(30)),
             max_connections: 4096,
             shutdown_timeout: Duration::from_secs(5),
+            bind: None,
         }
     }
 }
@@ -164,6 +168,15 @@ const OPTIONS: &[Opt] = &[
         value: Some("N"),
         help: "listen on port N (default 8000; 0 picks a free port)",
         set: None,
+    },
+    Opt {
+        name: "bind",
+        value: Some("ADDR"),
+        help: "listen on this address only: IPv4, IPv6 or localhost (default: every interface)",
+        set: Some(|s, flag, v| {
+            s.bind = Some(parse_bind(flag, v)?);
+            Ok(())
+        }),
     },
     Opt {
         name: "num-threads",
@@ -416,6 +429,19 @@ fn files_directory(dir: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// `--bind`'s address: an IP address (IPv6 with or without brackets), or
+/// `localhost`, which is 127.0.0.1: every client that resolves the name
+/// tries it.
+fn parse_bind(flag: &str, v: &str) -> Result<IpAddr, String> {
+    if v.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    let bare = v.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(v);
+    bare.parse().map_err(|_| {
+        format!("{flag} needs an IPv4 or IPv6 address, or localhost, not '{}'", printable(v.as_bytes()))
+    })
+}
+
 /// Splits `HOST[:PORT]`. An IPv6 literal with a port goes in brackets
 /// (`[::1]:8080`); a bare IPv6 literal (`::1`) takes the default port.
 pub fn parse_upstream(s: &str) -> Result<(String, u16), String> {
@@ -544,6 +570,21 @@ mod tests {
         assert_eq!(parse_upstream("::1"), Ok(("::1".into(), 80)));
         for bad in ["", ":80", "host:", "host:x", "host:0", "host:65536", "[::1", "[::1]x", "a b"] {
             assert!(parse_upstream(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn bind_addresses() {
+        let bind = |v: &str| run(Mode::Thread, &format!("--files / --bind {v}")).settings.bind;
+        assert_eq!(bind("localhost"), Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(bind("LOCALHOST"), Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(bind("10.1.2.3"), Some(IpAddr::from([10, 1, 2, 3])));
+        assert_eq!(bind("::1"), Some(IpAddr::from(Ipv6Addr::LOCALHOST)));
+        assert_eq!(bind("[::1]"), Some(IpAddr::from(Ipv6Addr::LOCALHOST)));
+        assert_eq!(run(Mode::Thread, "--files /").settings.bind, None);
+        for bad in ["example.com", "127.0.0.1:80", "1.2.3", "[::1", "''"] {
+            let err = parse_args(Mode::Thread, &args(&format!("--files / --bind {bad}"))).unwrap_err();
+            assert!(err.starts_with("--bind needs an IPv4 or IPv6 address"), "{bad}: {err}");
         }
     }
 

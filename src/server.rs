@@ -12,9 +12,14 @@ use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
 use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
-use crate::{files, limits, log, proxy, relay, root, threads};
+use crate::{files, limits, log, progress, proxy, relay, root, threads};
 
 const BACKLOG: i32 = 1024;
+
+/// How long a shutdown waits for cut-off responses to be logged: a handler
+/// blocked on a stalled client sees the cut within about 2 s (see
+/// `progress::cut_off_all`).
+const CUT_OFF_WAIT: Duration = Duration::from_secs(3);
 
 /// Set once SIGINT or SIGTERM arrives; the accept loop then stops.
 static STOPPING: AtomicBool = AtomicBool::new(false);
@@ -70,15 +75,20 @@ fn run(mode: Mode) -> io::Result<()> {
         if files_mode { files::handle_files_request } else { proxy::handle_proxy_request };
     let dispatch = Dispatch::new(mode, request_handler, files_mode)?;
     let port = config::server_port.get().copied().unwrap_or(config::DEFAULT_PORT);
-    let listener = Socket::listen_any(port, BACKLOG)
-        .map_err(|e| io::Error::new(e.kind(), format!("listen on port {port}: {}", log::describe(&e))))?;
+    let bind = config::settings().bind;
+    let listener = Socket::listen(bind, port, BACKLOG).map_err(|e| {
+        let on = bind.map(|ip| format!("{ip} ")).unwrap_or_default();
+        io::Error::new(e.kind(), format!("listen on {on}port {port}: {}", log::describe(&e)))
+    })?;
     if files_mode {
         files::prepare_listener(&listener)?;
     } else {
         relay::prepare_socket(&listener, config::settings())?;
     }
     let listener = Arc::new(listener);
-    let signals = start_signal_thread(Arc::clone(&listener))?;
+    // A forked child's response is its own process's, out of reach.
+    let cut_off_responses = files_mode && mode != Mode::Fork;
+    let signals = start_signal_thread(Arc::clone(&listener), cut_off_responses)?;
     let port = listener.local_addr()?.port();
     log::always(format_args!("Listening on port {port}..."));
     serve_forever(&listener, &dispatch);
@@ -90,8 +100,11 @@ fn run(mode: Mode) -> io::Result<()> {
 /// Waits for SIGINT or SIGTERM. Then it stops the server: it shuts the
 /// listening socket down (no new connections; the accept loop wakes and
 /// ends), lets open connections finish for up to `--shutdown-timeout`, and
-/// exits with status 0. A second signal meanwhile exits at once.
-fn start_signal_thread(listener: Arc<Socket>) -> io::Result<thread::JoinHandle<()>> {
+/// exits with status 0. A second signal meanwhile exits at once. At the end
+/// of the grace period, files mode's responses still being sent are cut
+/// off first (with `cut_off_responses`), so that each gets its log line:
+/// that takes up to [`CUT_OFF_WAIT`] more.
+fn start_signal_thread(listener: Arc<Socket>, cut_off_responses: bool) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("signals".into()).stack_size(threads::HELPER_STACK).spawn(move || {
         if sys::sigwait_shutdown().is_err() {
             return;
@@ -112,11 +125,18 @@ fn start_signal_thread(listener: Arc<Socket>) -> io::Result<thread::JoinHandle<(
             if OPEN_CONNECTIONS.wait_for_none(Instant::now() + step) {
                 break;
             }
-            if Instant::now() >= deadline || sys::sigtimedwait_shutdown(Duration::ZERO).unwrap_or(false) {
+            let second_signal = sys::sigtimedwait_shutdown(Duration::ZERO).unwrap_or(false);
+            if Instant::now() >= deadline || second_signal {
                 log::always(format_args!(
                     "{} connection(s) still open; closing them.",
                     OPEN_CONNECTIONS.open()
                 ));
+                if cut_off_responses && !second_signal {
+                    // Each handler sees the cut off within a second, and
+                    // logs its response as cut short before it closes.
+                    progress::cut_off_all();
+                    OPEN_CONNECTIONS.wait_for_none(Instant::now() + CUT_OFF_WAIT);
+                }
                 break;
             }
         }

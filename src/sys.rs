@@ -6,7 +6,7 @@
 use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
@@ -49,9 +49,18 @@ impl Socket {
         Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Listens on `port` of `addr`, or of every interface when `addr` is
+    /// `None` (see [`Socket::listen_any`]). Sets `SO_REUSEADDR`.
+    pub fn listen(addr: Option<IpAddr>, port: u16, backlog: i32) -> io::Result<Socket> {
+        match addr {
+            Some(ip) => Socket::listen_on(&SocketAddr::new(ip, port), backlog),
+            None => Socket::listen_any(port, backlog),
+        }
+    }
+
     /// Listens on every interface: IPv6 and IPv4 together where the machine has
     /// IPv6, IPv4 `INADDR_ANY` alone where it does not. Sets `SO_REUSEADDR`.
-    pub fn listen_any(port: u16, backlog: i32) -> io::Result<Socket> {
+    fn listen_any(port: u16, backlog: i32) -> io::Result<Socket> {
         let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
         match Socket::listen_on(&any6, backlog) {
             Ok(sock) => Ok(sock),
