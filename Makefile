@@ -40,15 +40,29 @@ browser:
 	  fi; \
 	fi
 
-run: all
-	./threadserver --files www --port 8000
+# www/ (or DIR) on localhost, port 8000 (or PORT): make run PORT=8123 DIR=docs
+PORT ?= 8000
+DIR ?= www
 
-# www/ served on 8080, and a proxy in front of it on 8000. Ctrl-C stops both.
+run: all
+	./threadserver --files $(DIR) --port $(PORT) --bind localhost
+
+# www/ served on a free port, and a proxy in front of it on PORT (8000), both
+# on localhost. Stops, with the reason, if either cannot listen; Ctrl-C stops
+# both.
 demo: all
-	@trap 'kill $$origin 2>/dev/null; wait' EXIT INT TERM; \
-	./threadserver --files www --port 8080 --quiet & origin=$$!; \
-	echo "open http://localhost:8000/  (the proxy on 8000 relays to www/ served on 8080; Ctrl-C stops both)"; \
-	./threadserver --proxy localhost:8080 --port 8000
+	@log=$$(mktemp); trap 'kill $$origin 2>/dev/null; wait; rm -f "$$log"' EXIT INT TERM; \
+	./threadserver --files www --port 0 --bind localhost --quiet >"$$log" 2>&1 & origin=$$!; \
+	until grep -q '^Listening on port' "$$log"; do \
+	  if ! kill -0 $$origin 2>/dev/null; then \
+	    echo "make demo: the origin server could not start:"; cat "$$log"; exit 1; \
+	  fi; \
+	  sleep 0.1; \
+	done; \
+	upstream=$$(sed -n 's/^Listening on port \([0-9]*\).*/\1/p' "$$log"); \
+	echo "open http://localhost:$(PORT)/  (the proxy on $(PORT) relays to www/ served on $$upstream; Ctrl-C stops both)"; \
+	./threadserver --proxy localhost:$$upstream --port $(PORT) --bind localhost \
+	  || { status=$$?; echo "make demo: the proxy on port $(PORT) stopped (exit status $$status)"; exit 1; }
 
 # The relays a user of the homework would write or pick instead, built for
 # make bench: the homework's design in C, and tokio's copy_bidirectional.

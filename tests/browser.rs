@@ -45,7 +45,11 @@ fn chromium() -> Option<PathBuf> {
 /// Runs headless Chromium with a fresh profile and the flags that keep it
 /// off the network, plus `args`. Fails the test if it does not finish.
 fn run_chromium(chromium: &Path, args: &[&str]) -> Output {
-    let profile = TempDir::new("chromium-profile");
+    run_chromium_with(chromium, &TempDir::new("chromium-profile"), args)
+}
+
+/// [`run_chromium`] with the profile (its cache among it) in `profile`.
+fn run_chromium_with(chromium: &Path, profile: &TempDir, args: &[&str]) -> Output {
     let mut child = Command::new(chromium)
         .args([
             "--headless",
@@ -185,4 +189,97 @@ fn a_screenshot_of_www_through_the_proxy_shows_the_site() {
         background * 2 > total,
         "only {background} of {total} pixels are the site's background: not a picture of the site"
     );
+}
+
+/// Chromium plays a 30 s clip (a VP8 WebM of 47 KB, made with ffmpeg's test
+/// source and shipped in tests/browser/) from files mode, seeks to 20 s, and
+/// gets there: the clip is seekable to its end because the server answers
+/// the ranges the player asks for. On main the seek ended at 0, and
+/// `seekable` reached only 0.
+#[test]
+fn a_video_seeks_to_a_later_time_in_a_real_browser() {
+    let Some(chromium) = chromium() else { return };
+    let site = TempDir::new("video-site");
+    for file in ["video.html", "clip.webm"] {
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser").join(file),
+            site.path().join(file),
+        )
+        .unwrap();
+    }
+    let server = Server::start("threadserver", &["--files", site.str()]);
+    let url = format!("http://127.0.0.1:{}/video.html", server.port);
+    let out = run_chromium(
+        &chromium,
+        &["--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=15000", "--dump-dom", &url],
+    );
+    let facts = recorded_facts(&String::from_utf8_lossy(&out.stdout));
+    assert!(!facts.contains_key("error"), "the video failed: {facts:?}");
+    assert_eq!(facts.get("duration").map(String::as_str), Some("30"), "{facts:?}");
+    assert_eq!(facts.get("seeked").map(String::as_str), Some("yes"), "{facts:?}");
+    assert_eq!(facts.get("current time").map(String::as_str), Some("20"), "{facts:?}");
+    assert_eq!(facts.get("seekable to").map(String::as_str), Some("30"), "{facts:?}");
+    let ranged = server.stdout_lines().iter().any(|l| l.contains("\"GET /clip.webm HTTP/1.1\" 206 "));
+    assert!(ranged, "the player never asked for a range: {:?}", server.stdout_lines());
+}
+
+/// A second visit to a page, with the same profile, fetches nothing that
+/// has not changed: every part of the page comes from the browser's cache,
+/// or is answered `304 Not Modified` with no body. The files are a year old,
+/// as a site's files are. On main, the second visit fetched every one of
+/// them again in full (`200`).
+#[test]
+fn a_second_visit_fetches_nothing_that_has_not_changed() {
+    let Some(chromium) = chromium() else { return };
+    let site = test_site();
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/visit.html"),
+        site.path().join("visit.html"),
+    )
+    .unwrap();
+    let year_ago = std::time::SystemTime::now() - Duration::from_secs(365 * 86_400);
+    let parts = ["/visit.html", "/style.css", IMAGES[0], IMAGES[1]];
+    for part in parts {
+        fs::File::options()
+            .write(true)
+            .open(site.path().join(&part[1..]))
+            .unwrap()
+            .set_modified(year_ago)
+            .unwrap();
+    }
+    let server = Server::start("threadserver", &["--files", site.str()]);
+    let url = format!("http://127.0.0.1:{}/visit.html", server.port);
+    let profile = TempDir::new("chromium-cache-profile");
+    let requests = |part: &str| {
+        let line = format!("\"GET {part} HTTP/1.1\" ");
+        server.stdout_lines().into_iter().filter(|l| l.contains(&line)).collect::<Vec<_>>()
+    };
+    for visit in ["first", "second"] {
+        let out = run_chromium_with(&chromium, &profile, &["--virtual-time-budget=5000", "--dump-dom", &url]);
+        let facts = recorded_facts(&String::from_utf8_lossy(&out.stdout));
+        for image in IMAGES {
+            assert_eq!(
+                facts.get(&format!("loaded {image}")).map(String::as_str),
+                Some("yes"),
+                "{visit} visit: {image}"
+            );
+        }
+        assert_eq!(
+            facts.get("body background").map(String::as_str),
+            Some("rgb(246, 248, 250)"),
+            "{visit} visit"
+        );
+        if visit == "first" {
+            for part in parts {
+                common::eventually(&format!("the first visit's {part}"), || requests(part).len() == 1);
+            }
+        }
+    }
+    for part in parts {
+        let lines = requests(part);
+        assert!(lines[0].contains(" 200 "), "{part}: {lines:?}");
+        for again in &lines[1..] {
+            assert!(again.contains(" 304 0 "), "{part} fetched again on the second visit: {again:?}");
+        }
+    }
 }
