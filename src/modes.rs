@@ -108,8 +108,10 @@ fn serve_connection((conn, handler): (Connection, RequestHandler)) {
 /// at the fork (the reaper, the signal thread, the refuser); see `sys::fork`.
 /// So everything the child's path reaches is lock-free there: the slot is
 /// handed over before the fork, so the child holds none to release; the
-/// log writes each line with one `write(2)`; the thread cache is switched
-/// off; a panic is printed by the log's hook, not std's; the configuration
+/// log writes each line with one `write(2)`; dates (`Date`,
+/// `Last-Modified`, the log's time) are `dates`' integer arithmetic over
+/// `clock_gettime`, not glibc's `gmtime_r`, which takes the time-zone lock;
+/// the thread cache is switched off; a panic is printed by the log's hook, not std's; the configuration
 /// globals are read without locking once set; and the child leaves through
 /// `_exit`. What is left is glibc's own: malloc and starting threads, whose
 /// locks glibc's fork resets in the child, and in proxy mode `getaddrinfo`.

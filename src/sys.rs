@@ -1,7 +1,10 @@
-//! The one module with `unsafe`: thin, checked wrappers over the libc calls the
-//! server makes. Each function is named after its syscall and says which one it
-//! corresponds to. File descriptors live in [`OwnedFd`], so each is closed
-//! exactly once, when its owner drops it. The rest of the crate is safe Rust.
+//! Thin, checked wrappers over the libc calls the server makes, and all but
+//! two of the crate's `unsafe` blocks: the other two are
+//! `modes::fork_handler`'s calls into [`fork`] and into closing the listener
+//! the child inherits, each under this module's `# Safety` rules. Each
+//! function is named after its syscall and says which one it corresponds
+//! to. File descriptors live in [`OwnedFd`], so each is closed exactly once,
+//! when its owner drops it.
 
 use std::ffi::{CStr, CString, OsString};
 use std::io;
