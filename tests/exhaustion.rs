@@ -162,8 +162,13 @@ per_server! {
         let base_threads = server.thread_count();
         // No connection in progress: no handler thread, no child process.
         let idle = || server.thread_count() == base_threads && common::children_of(server.pid()).is_empty();
+        let served = || server.stdout_lines().iter().filter(|l| l.contains("\"GET /hello.txt HTTP/1.0\" 200 ")).count();
         for round in 0..3 {
             eventually("the previous round's connections to be released", idle);
+            // Each of them logs its line just before it gives its slot back
+            // (in poolserver, the thread count says nothing of that): six a
+            // round, the five held and the one that took the freed slot.
+            eventually("the previous round's six to be logged", || served() == 6 * round);
             let accepted = || server.stdout_lines().iter().filter(|l| l.starts_with("Accepted connection")).count();
             let before = accepted();
             let mut held = open_partial(&server, 5);
