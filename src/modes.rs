@@ -57,7 +57,8 @@ impl Dispatch {
                 HandOff::Pool(init_thread_pool(config::num_threads.get().copied().unwrap_or(1), handler)?)
             }
         };
-        // The basic server refuses no one: it has one connection at a time.
+        // The basic server refuses no one (it has one connection at a
+        // time), so it needs no one to answer refusals.
         let refuser = Refuser::new(files_mode && mode != Mode::Basic)?;
         Ok(Dispatch { how, handler, refuser })
     }
@@ -202,9 +203,11 @@ pub struct Refuser {
 const REFUSALS_QUEUED: usize = 64;
 
 impl Refuser {
-    /// With `files_mode`, refused connections are answered 503.
-    fn new(files_mode: bool) -> io::Result<Refuser> {
-        if !files_mode {
+    /// With `answers_503` (files mode, in a mode that refuses at all), a
+    /// helper thread answers refused connections 503; without, they are
+    /// closed.
+    fn new(answers_503: bool) -> io::Result<Refuser> {
+        if !answers_503 {
             return Ok(Refuser { queue: None });
         }
         let (queue, refused) = mpsc::sync_channel::<Connection>(REFUSALS_QUEUED);
