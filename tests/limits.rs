@@ -170,9 +170,12 @@ fn never_more_than_two_threads_a_connection(name: &str, args: &[&str]) {
     // Two a connection and the helpers, and the old threads of moves on
     // their way out: a move waits while `MOVES_AT_ONCE` are, but the kernel
     // lists a thread until its exit is done, which a burst of exits on 2
-    // cores delays (measured: 145 to 1,081 at once, joined or not). Four a
-    // connection before, when a moved thread waited in the cache.
-    assert!(most <= 5 * BURST / 2, "{name}: up to {most} threads for {BURST} connections");
+    // cores delays (measured: 145 to 2,364 at once, joined or not). Room
+    // for three quarters of a burst of them; main had 16,002 threads here
+    // in threadserver and 12,002 in poolserver, when a moved thread waited
+    // in the cache.
+    let bound = 2 * BURST + 3 * BURST / 4;
+    assert!(most <= bound, "{name}: up to {most} threads for {BURST} connections (at most {bound})");
     drop(held);
 }
 
