@@ -15,7 +15,7 @@ use crate::progress::{self, Sender};
 use crate::request::{self, Conditions, Request};
 use crate::response::{self, html_escape, percent_encode, Status};
 use crate::root::{Found, Root};
-use crate::sys::{self, Socket};
+use crate::sys::{self, Armed, Socket};
 use crate::{body, config, dates, log, mime};
 
 /// What a request resolves to: a file opened beneath the root, with the
@@ -100,7 +100,7 @@ pub fn handle_files_request(conn: Connection) {
     // The response is dropped once the client has made no progress for
     // `--send-timeout` (the socket's SO_SNDTIMEO, from the listener, makes
     // a blocked write come back to be judged).
-    let out = &mut Sender::new(sock, config::settings().send_timeout);
+    let out = &mut Sender::new(sock, config::settings().send_timeout, Armed::ByListener);
     let result = match incoming.request.and_then(|req| Ok((resolve(root, &req)?, req))) {
         Ok((Resource::File { found, content_type }, req)) => {
             serve_file(out, found, content_type, &req.conditions, head_only, &mut sent)
@@ -154,7 +154,7 @@ fn log_request(peer: SocketAddr, received: &[u8], sent: &Sent, took: Duration, r
 /// Reads and parses the request head. Only GET and HEAD are served; any
 /// other method is a 405.
 fn read_request(sock: &Socket) -> Incoming {
-    let head = match request::read_head(sock, config::settings().request_timeout) {
+    let head = match request::read_head(sock, config::settings().request_timeout, Armed::ByListener) {
         Ok(head) => head,
         Err(bad) => return Incoming { received: bad.received, request: Err(bad.status), all_read: false },
     };
@@ -422,19 +422,9 @@ mod tests {
     /// inside and outside it: whatever resolves lies under the root.
     #[test]
     fn resolve_never_leaves_the_root() {
-        use std::os::unix::fs::symlink;
         let base = std::env::temp_dir().join(format!("httpserver-resolve-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
-        let root = base.join("www");
-        fs::create_dir_all(root.join("a/b c")).unwrap();
-        fs::create_dir_all(base.join("secret")).unwrap();
-        fs::write(base.join("secret/passwd"), "secret").unwrap();
-        fs::write(root.join("index.html"), "hi").unwrap();
-        symlink(base.join("secret"), root.join("out")).unwrap();
-        symlink("../../secret/passwd", root.join("a/passwd")).unwrap();
-        symlink("a", root.join("in")).unwrap();
-        fs::create_dir_all(root.join("idx")).unwrap();
-        symlink(base.join("secret/passwd"), root.join("idx/index.html")).unwrap();
+        let root = crate::fuzzing::confinement_tree(&base);
         let root = root.canonicalize().unwrap();
         let served = std::sync::atomic::AtomicUsize::new(0);
         proptest!(ProptestConfig::with_cases(20_000), |(target in request::strategies::hostile_target())| {

@@ -15,7 +15,7 @@ use crate::config::{self, Mode};
 use crate::conns::{Connection, OPEN_CONNECTIONS};
 use crate::progress::Sender;
 use crate::response::{self, Status};
-use crate::sys::{self, Forked, Socket};
+use crate::sys::{self, Armed, Forked, Socket};
 use crate::wq::{self, WorkQueue};
 use crate::{files, log, threads};
 
@@ -214,7 +214,8 @@ impl Refuser {
         thread::Builder::new().name("refuser".into()).stack_size(threads::HELPER_STACK).spawn(move || {
             for conn in refused {
                 let detail = "The server is at its limit of connections. Try again shortly.";
-                let out = &mut Sender::new(&conn.sock, config::settings().send_timeout);
+                // Files mode's listener armed the socket, as for any request.
+                let out = &mut Sender::new(&conn.sock, config::settings().send_timeout, Armed::ByListener);
                 let _ = response::send_error(
                     out,
                     Status::ServiceUnavailable,
@@ -268,7 +269,7 @@ mod tests {
         let ran = threads::run(done, job).is_ok() && job_ran.recv().is_ok();
         let answer =
             format!("{} served; {}\n", std::process::id(), if ran { "the job ran" } else { "no job" });
-        let _ = Sender::new(&conn.sock, None).write_all(answer.as_bytes());
+        let _ = Sender::new(&conn.sock, None, Armed::No).write_all(answer.as_bytes());
         panic!("the child's handler panics after answering");
     }
 

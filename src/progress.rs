@@ -16,7 +16,11 @@
 //!   write has been blocked, only acknowledgements count, until one moves.
 //!   The acknowledgement count is read only then: a client that keeps up
 //!   costs no extra system call.
-//! - **The clock** ([`Sender`]): `SO_SNDTIMEO` is a sixteenth of the send
+//! - **The one loop** ([`moving`], and [`write_all`] over it): a write
+//!   that may block, judged by that measure against a [`Clock`] the caller
+//!   supplies. Files mode's send timeout and the relay's idle timeouts are
+//!   two clocks over this one loop.
+//! - **Files mode's clock** ([`Sender`]): `SO_SNDTIMEO` is a sixteenth of the send
 //!   timeout (at most a second), so a blocked write comes back that often to be
 //!   judged; the time of the last progress is kept here, outside the
 //!   kernel. For a large file, `TCP_NOTSENT_LOWAT` also stops a blocked
@@ -31,7 +35,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, Socket};
+use crate::sys::{Armed, Socket};
 
 /// How often a blocked write comes back to be judged: the `SO_SNDTIMEO`
 /// that goes with a timeout, a sixteenth of it and at most a second. Short
@@ -100,61 +104,149 @@ impl Delivery {
     }
 }
 
-/// A files-mode response's way out: the client socket and its send timeout
-/// (`--send-timeout`), kept by the wall clock from the last progress. The
-/// socket's `SO_SNDTIMEO` must be [`write_check`] of that timeout.
-pub struct Sender<'a> {
-    pub sock: &'a Socket,
+/// The clock a write that may block is judged against: what the two
+/// timeouts of the server, files mode's send timeout ([`Sender`]) and the
+/// relay's idle and half-close timeouts (`relay`), differ in. [`moving`]
+/// tells it whether each call made progress.
+pub trait Clock {
+    /// Why a write gave up.
+    type Expired;
+    /// The peer made progress: it acknowledged more, or there was room.
+    fn progressed(&mut self);
+    /// A call came back without progress: `Err` once the time is up.
+    fn no_progress(&mut self) -> Result<(), Self::Expired>;
+}
+
+/// Why a write that may block did not finish.
+#[derive(Debug)]
+pub enum Unsent<E> {
+    /// The call failed: the peer reset the connection, or went away.
+    Failed(io::Error),
+    /// The clock ran out.
+    Expired(E),
+}
+
+/// The one loop of a write that may block. Runs `call` on `sock` (asking
+/// it to move `asked` bytes) until it moves some or fails. Each time it
+/// comes back, `delivery` judges whether the peer made progress, and tells
+/// `clock`; a blocked call (`WouldBlock`, the socket's `SO_SNDTIMEO`) that
+/// made none asks the clock whether to go on. `Ok(0)` from `call` is
+/// returned as it is (a `sendfile` at the end of its file).
+pub fn moving<C: Clock>(
+    sock: &Socket,
+    delivery: &Delivery,
+    clock: &mut C,
+    asked: usize,
+    mut call: impl FnMut(&Socket) -> io::Result<usize>,
+) -> Result<usize, Unsent<C::Expired>> {
+    loop {
+        let (moved, waited_in_vain) = match call(sock) {
+            Ok(n) => (n, false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, true),
+            Err(e) => return Err(Unsent::Failed(e)),
+        };
+        if delivery.progressed(sock, moved, asked) {
+            clock.progressed();
+        } else {
+            clock.no_progress().map_err(Unsent::Expired)?;
+        }
+        if !waited_in_vain {
+            return Ok(moved);
+        }
+    }
+}
+
+/// Writes all of `data` to `sock`, each `write(2)` by [`moving`].
+pub fn write_all<C: Clock>(
+    sock: &Socket,
+    delivery: &Delivery,
+    clock: &mut C,
+    mut data: &[u8],
+) -> Result<(), Unsent<C::Expired>> {
+    while !data.is_empty() {
+        match moving(sock, delivery, clock, data.len(), |sock| sock.write(data))? {
+            0 => return Err(Unsent::Failed(io::ErrorKind::WriteZero.into())),
+            n => data = &data[n..],
+        }
+    }
+    Ok(())
+}
+
+/// Files mode's clock: `--send-timeout` from the last progress, by the wall
+/// clock; and the server's shutdown, once it cuts responses off.
+struct SendTimeout {
     timeout: Option<Duration>,
     last_progress: Instant,
+}
+
+impl SendTimeout {
+    fn cut_off() -> io::Result<()> {
+        match CUT_OFF.load(Ordering::Relaxed) {
+            true => Err(io::Error::other("the server shut down")),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Clock for SendTimeout {
+    type Expired = io::Error;
+
+    fn progressed(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    /// `WouldBlock` once the timeout has passed since the last progress
+    /// (the only way a write to a blocking socket would block).
+    fn no_progress(&mut self) -> io::Result<()> {
+        SendTimeout::cut_off()?;
+        if self.timeout.is_some_and(|limit| self.last_progress.elapsed() >= limit) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "send timeout"));
+        }
+        Ok(())
+    }
+}
+
+/// A files-mode response's way out: the client socket and its send timeout
+/// (`--send-timeout`), kept by the wall clock from the last progress. A
+/// blocked write comes back to be judged after the socket's `SO_SNDTIMEO`,
+/// [`write_check`] of that timeout: set by the listener, or by [`Sender::new`].
+pub struct Sender<'a> {
+    pub sock: &'a Socket,
+    clock: SendTimeout,
     delivery: Delivery,
 }
 
 impl<'a> Sender<'a> {
-    pub fn new(sock: &'a Socket, timeout: Option<Duration>) -> Sender<'a> {
-        Sender { sock, timeout, last_progress: Instant::now(), delivery: Delivery::default() }
+    /// The way out to `sock`, with `timeout`. Unless `armed` says the
+    /// listener set it, the socket's `SO_SNDTIMEO` is set here: without it
+    /// a blocked write would never come back to be judged.
+    pub fn new(sock: &'a Socket, timeout: Option<Duration>, armed: Armed) -> Sender<'a> {
+        if armed == Armed::No {
+            let _ = sock.set_write_timeout(timeout.map(write_check));
+        }
+        let clock = SendTimeout { timeout, last_progress: Instant::now() };
+        Sender { sock, clock, delivery: Delivery::default() }
     }
 
     /// Writes all of `buf`.
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.all_of(buf, |sock, rest| sock.write(rest))
+        SendTimeout::cut_off()?;
+        write_all(self.sock, &self.delivery, &mut self.clock, buf).map_err(Unsent::into_io)
     }
 
     /// One `sendfile(2)` of up to `count` bytes of `file` from `*offset`,
     /// waited on until it moves something: `Ok(0)` is the end of the file.
     pub fn sendfile(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
-        self.moving(count, |sock| sock.sendfile(file, offset, count))
+        SendTimeout::cut_off()?;
+        let call = |sock: &Socket| sock.sendfile(file, offset, count);
+        moving(self.sock, &self.delivery, &mut self.clock, count, call).map_err(Unsent::into_io)
     }
+}
 
-    fn all_of(&mut self, buf: &[u8], once: impl Fn(&Socket, &[u8]) -> io::Result<usize>) -> io::Result<()> {
-        sys::all_of(buf, |rest| self.moving(rest.len(), |sock| once(sock, rest)))
-    }
-
-    /// Runs `call` (which asks to move `asked` bytes) until it moves some
-    /// or fails, judging each time it comes back. `Err` of kind `WouldBlock`
-    /// once the timeout has passed since the last progress.
-    fn moving(
-        &mut self,
-        asked: usize,
-        mut call: impl FnMut(&Socket) -> io::Result<usize>,
-    ) -> io::Result<usize> {
-        loop {
-            if CUT_OFF.load(Ordering::Relaxed) {
-                return Err(io::Error::other("the server shut down"));
-            }
-            let (moved, waited_in_vain) = match call(self.sock) {
-                Ok(n) => (n, false),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, true),
-                Err(e) => return Err(e),
-            };
-            if self.delivery.progressed(self.sock, moved, asked) {
-                self.last_progress = Instant::now();
-            } else if self.timeout.is_some_and(|limit| self.last_progress.elapsed() >= limit) {
-                return Err(io::Error::new(io::ErrorKind::WouldBlock, "send timeout"));
-            }
-            if !waited_in_vain {
-                return Ok(moved);
-            }
+impl Unsent<io::Error> {
+    fn into_io(self) -> io::Error {
+        match self {
+            Unsent::Failed(e) | Unsent::Expired(e) => e,
         }
     }
 }

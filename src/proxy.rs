@@ -25,14 +25,17 @@ use std::time::{Duration, Instant};
 
 use crate::conns::Connection;
 use crate::progress::Sender;
-use crate::relay::{self, Direction, DirectionState, Ending, Outcome, Relay, Step, Upstream, UpstreamName};
+use crate::relay::{self, Direction, DirectionState, Relay, Step, UpstreamName};
 use crate::response::{self, Status};
-use crate::sys::{self, Socket};
+use crate::sys::{self, Armed, Socket};
 use crate::{config, log, request, threads};
 
 /// How long a client whose upstream is unreachable may take to send its
 /// request head before it gets its 502.
 const HEAD_BEFORE_502: Duration = Duration::from_secs(2);
+/// How long a client that does not read its 502 may hold the thread, from
+/// the last byte it acknowledged.
+const SEND_502: Duration = Duration::from_secs(10);
 
 /// Relays `conn` to the configured upstream until both directions end, or
 /// answers 502 if no address of the upstream accepts a connection.
@@ -47,30 +50,19 @@ pub fn handle_proxy_request(conn: Connection) {
     let started = Instant::now();
     let (upstream, addr) = match connect_upstream(host, port, settings.connect_timeout) {
         Ok(connected) => connected,
-        Err(e) => {
-            bad_gateway(&conn.sock, host, port, &e);
-            if log::info_enabled() {
-                let outcome = Outcome::BadGateway(e.to_string());
-                relay::log_end(
-                    conn.peer,
-                    &UpstreamName { host, port, addr: None },
-                    [0, 0],
-                    started,
-                    &outcome,
-                );
-            }
-            return;
-        }
+        Err(e) => return bad_gateway(&conn, UpstreamName { host, port, addr: None }, started, &e),
     };
     let may_leave = conn.may_leave;
     let name = UpstreamName { host, port, addr: Some(addr) };
     // The two fds are closed when the last `Arc<Relay>` drops: after both
     // directions are done with them, on whichever thread ends last.
-    let relay = Arc::new(Relay::new(conn, Upstream { sock: upstream, name }, started, settings));
+    let relay = Arc::new(Relay::new(conn, upstream, name, started, settings));
     start_second_direction(&relay);
-    // client -> upstream on this thread.
-    let first = relay.direction(Direction::ClientToUpstream);
-    if copy_direction(Arc::clone(&relay), first) == Ending::Done && !may_leave {
+    // client -> upstream on this thread. A thread that may not leave never
+    // moves its direction, so its loop has ended here: it waits for the
+    // other one.
+    copy_direction(Arc::clone(&relay), relay.direction(Direction::ClientToUpstream));
+    if !may_leave {
         relay.wait_until_both_done();
     }
 }
@@ -81,8 +73,7 @@ pub fn handle_proxy_request(conn: Connection) {
 fn start_second_direction(relay: &Arc<Relay>) {
     let second = relay.direction(Direction::UpstreamToClient);
     if threads::run((Arc::clone(relay), second), copy_on_its_own_thread).is_err() {
-        relay.abort(Outcome::NoThread);
-        relay.direction_done(Direction::UpstreamToClient, 0);
+        relay.abort_for_want_of_a_thread(Direction::UpstreamToClient);
     }
 }
 
@@ -133,44 +124,48 @@ fn resolve(host: &'static str, port: u16, timeout: Duration) -> io::Result<Vec<S
 }
 
 /// Reads and discards the client's request head (briefly), answers 502 Bad
-/// Gateway with a page that says which upstream failed and why, and closes.
-fn bad_gateway(client: &Socket, host: &str, port: u16, err: &io::Error) {
-    let _ = client.set_read_timeout(Some(HEAD_BEFORE_502));
-    let received = match request::read_head(client, HEAD_BEFORE_502) {
+/// Gateway with a page that says which upstream failed and why, closes,
+/// and logs the connection's line.
+fn bad_gateway(conn: &Connection, upstream: UpstreamName, started: Instant, err: &io::Error) {
+    let UpstreamName { host, port, .. } = upstream;
+    let client = &conn.sock;
+    let received = match request::read_head(client, HEAD_BEFORE_502, Armed::No) {
         Ok(head) => head.bytes,
         Err(bad) => bad.received,
     };
     let head_only = request::is_head_request(&received);
     let detail = format!("The upstream server {host}:{port} could not be reached: {err}.");
-    let _ = response::send_error(&mut Sender::new(client, None), Status::BadGateway, &detail, &[], head_only);
+    let out = &mut Sender::new(client, Some(SEND_502), Armed::No);
+    let _ = response::send_error(out, Status::BadGateway, &detail, &[], head_only);
     response::lingering_close(client);
+    relay::log_unreachable(conn.peer, &upstream, started, err);
 }
 
 /// A direction on a thread of its own: the second, or one that moved.
 fn copy_on_its_own_thread((relay, state): (Arc<Relay>, DirectionState)) {
-    let _ = copy_direction(relay, state);
+    copy_direction(relay, state);
 }
 
-/// The loop of one direction: read from one side, write all of it to the
-/// other, until end of stream. The end is passed on with `shutdown(SHUT_WR)`
-/// (a half-close: the other direction keeps flowing); a read or write that
-/// fails, or a timeout, aborts the whole connection.
+/// The loop of one direction: `read()` from one side, `write()` all of it
+/// to the other, until end of stream. The end is passed on with
+/// `shutdown(SHUT_WR)` (a half-close: the other direction keeps flowing);
+/// a read or write that fails, or a timeout, aborts the whole connection.
 ///
-/// `state.copy_once` blocks in `read()` and writes what it read. It also
-/// keeps the relay's timeouts while it waits; and when the direction has
-/// waited long enough to move to a fresh thread, it says so, and the loop
-/// carries on there (see `relay`).
-fn copy_direction(relay: Arc<Relay>, mut state: DirectionState) -> Ending {
+/// `state.read_then` blocks in `read()`, then hands what it read to the
+/// write, `relay.write_all`. Both keep the relay's timeouts while they
+/// wait; and when the direction has waited long enough to move to a fresh
+/// thread, the read says so, and the loop carries on there (see `relay`).
+fn copy_direction(relay: Arc<Relay>, mut state: DirectionState) {
     let dir = state.dir;
     loop {
-        match state.copy_once(&relay) {
+        match state.read_then(&relay, |data| relay.write_all(dir, data)) {
             Ok(Step::Copied) => {}
             Ok(Step::EndOfStream) => {
                 relay.pass_on_end_of_stream(dir);
                 break;
             }
             Ok(Step::Idle) => match state.move_to_fresh_thread(&relay, copy_on_its_own_thread) {
-                Ok(()) => return Ending::Moved,
+                Ok(()) => return,
                 Err(unmoved) => state = unmoved,
             },
             Err(stop) => {
@@ -180,5 +175,4 @@ fn copy_direction(relay: Arc<Relay>, mut state: DirectionState) -> Ending {
         }
     }
     relay.direction_done(dir, state.copied());
-    Ending::Done
 }

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::conns::{Connection, Slot};
-use crate::progress::{self, Delivery};
+use crate::progress::{self, Delivery, Unsent};
 use crate::sys::Socket;
 use crate::{log, sync, threads};
 
@@ -121,9 +121,16 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The line of a connection whose upstream could not be reached.
+pub fn log_unreachable(peer: SocketAddr, upstream: &UpstreamName, started: Instant, e: &io::Error) {
+    if log::info_enabled() {
+        log_end(peer, upstream, [0, 0], started, &Outcome::BadGateway(e.to_string()));
+    }
+}
+
 /// The line logged when a connection ends. `bytes` are client -> upstream
 /// and upstream -> client.
-pub fn log_end(peer: SocketAddr, upstream: &UpstreamName, bytes: [u64; 2], started: Instant, end: &Outcome) {
+fn log_end(peer: SocketAddr, upstream: &UpstreamName, bytes: [u64; 2], started: Instant, end: &Outcome) {
     let UpstreamName { host, port, addr } = upstream;
     let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
     let [up, down] = bytes;
@@ -206,20 +213,13 @@ impl Stop {
     }
 }
 
-/// What one call of [`DirectionState::copy_once`] did.
+/// What one call of [`DirectionState::read_then`] did.
 pub enum Step {
     /// Read some bytes, and wrote them all.
     Copied,
     EndOfStream,
     /// Waited `MOVE_WHEN_IDLE` for input: time to move to a fresh thread.
     Idle,
-}
-
-/// Whether a direction's loop ended, or carries on on another thread.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Ending {
-    Done,
-    Moved,
 }
 
 /// The upstream as the log names it: the configured host and port, and the
@@ -229,12 +229,6 @@ pub struct UpstreamName {
     pub host: &'static str,
     pub port: u16,
     pub addr: Option<SocketAddr>,
-}
-
-/// The upstream connection, and its name.
-pub struct Upstream {
-    pub sock: Socket,
-    pub name: UpstreamName,
 }
 
 /// How the connection stands at its end: everything that changes only when
@@ -283,14 +277,20 @@ impl Relay {
     /// (`proxy::prepare_listener`), the upstream's here. Each socket's read
     /// timeout is armed by the direction that reads it
     /// (`DirectionState::arm_read_timeout`).
-    pub fn new(conn: Connection, upstream: Upstream, started: Instant, settings: &Settings) -> Relay {
+    pub fn new(
+        conn: Connection,
+        upstream: Socket,
+        upstream_name: UpstreamName,
+        started: Instant,
+        settings: &Settings,
+    ) -> Relay {
         let Connection { sock: client, peer, slot, may_leave } = conn;
-        let _ = prepare_socket(&upstream.sock, settings);
+        let _ = prepare_socket(&upstream, settings);
         Relay {
             client,
-            upstream: upstream.sock,
+            upstream,
             peer,
-            upstream_name: upstream.name,
+            upstream_name,
             may_move: [may_leave, true],
             _slot: slot,
             started,
@@ -316,11 +316,6 @@ impl Relay {
         }
     }
 
-    /// The socket `dir` reads from and the socket it writes to.
-    pub fn reader_and_writer(&self, dir: Direction) -> (&Socket, &Socket) {
-        (self.socket(dir.from()), self.socket(dir.to()))
-    }
-
     fn touch(&self) {
         let now = self.started.elapsed().as_millis() as u64;
         self.last_activity_ms.store(now, Ordering::Relaxed);
@@ -343,13 +338,15 @@ impl Relay {
         next_look(self.idle_for(), self.idle_timeout, half_close)
     }
 
-    /// Writes all of `data` to `to`. A write that the peer's acknowledgements
-    /// show reaching it is activity, however long the whole write takes
-    /// (`progress::Delivery`); the bytes the kernel takes from a blocked
-    /// write are not. A blocked write comes back every write-check period
-    /// (`SO_SNDTIMEO`) to see whether the connection has timed out: a reader
-    /// that stopped is idle.
-    pub fn write_all(&self, dir: Direction, to: &Socket, mut data: &[u8]) -> Result<(), Stop> {
+    /// Writes all of `data`, which `dir` read, to the side `dir` writes to,
+    /// by `progress::write_all` against the connection's timeouts
+    /// ([`IdleClock`]). A write that the peer's acknowledgements show
+    /// reaching it is activity, however long the whole write takes; the
+    /// bytes the kernel takes from a blocked write are not. A blocked write
+    /// comes back every write-check period (`SO_SNDTIMEO`) to see whether
+    /// the connection has timed out: a reader that stopped is idle.
+    pub fn write_all(&self, dir: Direction, data: &[u8]) -> Result<(), Stop> {
+        let to = self.socket(dir.to());
         let delivery = &self.delivery[dir as usize];
         // The bytes just read are activity, unless this direction's writes
         // are blocked on a peer that has acknowledged nothing since: then
@@ -357,21 +354,12 @@ impl Relay {
         if delivery.progressed(to, data.len(), data.len()) {
             self.touch();
         }
-        while !data.is_empty() {
-            let moved = match to.write(data) {
-                Ok(0) => return Err(Stop::WriteFailed(io::ErrorKind::WriteZero.into())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(Stop::WriteFailed(e)),
-            };
-            if delivery.progressed(to, moved, data.len()) {
-                self.touch();
-            } else {
-                self.until_next_look(dir).map_err(Stop::TimedOut)?;
+        progress::write_all(to, delivery, &mut IdleClock { relay: self, dir }, data).map_err(|unsent| {
+            match unsent {
+                Unsent::Failed(e) => Stop::WriteFailed(e),
+                Unsent::Expired(how) => Stop::TimedOut(how),
             }
-            data = &data[moved..];
-        }
-        Ok(())
+        })
     }
 
     /// Passes the end of stream `dir` read on to the other side, with
@@ -408,6 +396,13 @@ impl Relay {
         }
     }
 
+    /// Gives the connection up because `dir` could not have a thread:
+    /// aborts it, and `dir` is done.
+    pub fn abort_for_want_of_a_thread(&self, dir: Direction) {
+        self.abort(Outcome::NoThread);
+        self.direction_done(dir, 0);
+    }
+
     /// Marks `dir` done, having relayed `copied` bytes. The second direction
     /// to be done logs how the connection ended, before anyone waiting is
     /// woken: a forked child exits as soon as its connection is done.
@@ -431,6 +426,26 @@ impl Relay {
     }
 }
 
+/// The relay's clock for a write that may block (`progress::Clock`):
+/// progress is activity on the connection, and a write that makes none
+/// gives up once the connection has timed out, with how.
+struct IdleClock<'a> {
+    relay: &'a Relay,
+    dir: Direction,
+}
+
+impl progress::Clock for IdleClock<'_> {
+    type Expired = Outcome;
+
+    fn progressed(&mut self) {
+        self.relay.touch();
+    }
+
+    fn no_progress(&mut self) -> Result<(), Outcome> {
+        self.relay.until_next_look(self.dir).map(drop)
+    }
+}
+
 /// Sets what every relayed socket needs: `TCP_NODELAY`, since the relay
 /// writes what it has read at once, and Nagle's algorithm would hold a
 /// small write back for an ACK; and the write timeout, the period a blocked
@@ -446,8 +461,8 @@ pub fn prepare_socket(sock: &Socket, settings: &Settings) -> io::Result<()> {
 /// The arithmetic of [`Relay::until_next_look`], for a connection idle
 /// for `idle`: how long until it must be looked at again, or `Err` with the
 /// timeout that has run out. `half_close` is the half-close timeout, and
-/// whether the direction's reader has sent its end of stream (the timeout
-/// then counts; before, it is only how often to look).
+/// whether the side the direction reads from has sent its end of stream
+/// (the timeout then counts; before, it is only how often to look).
 fn next_look(
     idle: Duration,
     idle_timeout: Option<Duration>,
@@ -509,7 +524,8 @@ pub struct DirectionState {
     bulk: Vec<u8>,
     copied: u64,
     may_move: bool,
-    /// Whether the read timeout has been set on the thread it runs on.
+    /// Whether this direction has set its socket's read timeout since it
+    /// started on the thread it runs on (a move starts it anew).
     armed: bool,
 }
 
@@ -548,23 +564,26 @@ impl DirectionState {
     /// first copy. `Err` once the connection has timed out.
     fn arm_read_timeout(&mut self, relay: &Relay) -> Result<(), Stop> {
         let until_next_look = relay.until_next_look(self.dir).map_err(Stop::TimedOut)?;
-        let (from, _) = relay.reader_and_writer(self.dir);
+        let from = relay.socket(self.dir.from());
         let _ = from.set_read_timeout(Some(read_wait(until_next_look, self.moves_when_idle())));
         self.armed = true;
         Ok(())
     }
 
-    /// One read, blocking in `read()`, and the write of all it read to the
-    /// other side. While it waits, it keeps the connection's timeouts; a
-    /// direction that may move and has waited `MOVE_WHEN_IDLE` returns
-    /// `Step::Idle`.
-    pub fn copy_once(&mut self, relay: &Relay) -> Result<Step, Stop> {
+    /// One `read()` from the side this direction reads, into the buffer of
+    /// its tier, blocking; then `write` of all it read (`Relay::write_all`,
+    /// in Part 4's loop). While it waits, it keeps the connection's
+    /// timeouts; a direction that may move and has waited `MOVE_WHEN_IDLE`
+    /// returns `Step::Idle`.
+    pub fn read_then(
+        &mut self,
+        relay: &Relay,
+        mut write: impl FnMut(&[u8]) -> Result<(), Stop>,
+    ) -> Result<Step, Stop> {
         if !self.armed {
             self.arm_read_timeout(relay)?;
         }
-        let (from, to) = relay.reader_and_writer(self.dir);
-        let dir = self.dir;
-        let mut write = |data: &[u8]| relay.write_all(dir, to, data);
+        let from = relay.socket(self.dir.from());
         loop {
             let result = match self.tier {
                 Tier::Stack => read_on_stack_then::<SMALL_BUF>(from, &mut write),
@@ -646,6 +665,62 @@ fn read_then(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
+
+    /// Two ends of one TCP connection over loopback: the server's, and the
+    /// far one, a peer's.
+    fn connection() -> (Socket, Socket) {
+        let listener = Socket::listen(Some(IpAddr::from([127, 0, 0, 1])), 0, 1).unwrap();
+        let far = Socket::connect(&listener.local_addr().unwrap(), secs(5)).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        (ours, far)
+    }
+
+    /// A relay between two real connections, and their far ends: the
+    /// client and the upstream as they see it.
+    fn relayed() -> (Relay, Socket, Socket) {
+        let ((client, client_far), (upstream, upstream_far)) = (connection(), connection());
+        let conn =
+            Connection { sock: client, peer: "127.0.0.1:1".parse().unwrap(), slot: None, may_leave: true };
+        let name = UpstreamName { host: "upstream", port: 1, addr: None };
+        (Relay::new(conn, upstream, name, Instant::now(), &Settings::default()), client_far, upstream_far)
+    }
+
+    /// What a peer's next read gets: `Ok(0)` is a clean end of stream.
+    fn next_read(far: &Socket) -> io::Result<usize> {
+        far.set_read_timeout(Some(secs(5))).unwrap();
+        far.read(&mut [0u8; 16])
+    }
+
+    #[test]
+    fn an_abort_spares_the_side_that_had_everything_and_its_clean_end() {
+        let (relay, client, upstream) = relayed();
+        // The upstream ends its stream, passed on to the client; then it resets.
+        relay.pass_on_end_of_stream(Direction::UpstreamToClient);
+        relay.abort(Outcome::UpstreamAborted("reset".into()));
+        assert_eq!(next_read(&client).unwrap(), 0, "the client had all and a clean end: spared");
+        assert_eq!(client.write(b"more").unwrap(), 4, "the spared client's side is still open");
+        assert_eq!(next_read(&upstream).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn an_abort_resets_every_side_that_had_no_clean_end() {
+        // The client's end went to the upstream; then the upstream fails:
+        // the client, which had no end of stream, is reset, never closed.
+        let (relay, client, _upstream) = relayed();
+        relay.pass_on_end_of_stream(Direction::ClientToUpstream);
+        relay.abort(Outcome::UpstreamAborted("reset".into()));
+        assert_eq!(next_read(&client).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+        // A timeout is no side's failure: nobody is spared. The client that
+        // had the upstream's end reads it; what it still sends meets the
+        // reset (a half-closed connection that was spared would take it).
+        let (relay, client, upstream) = relayed();
+        relay.pass_on_end_of_stream(Direction::UpstreamToClient);
+        relay.abort(Outcome::IdleTimeout);
+        assert_eq!(next_read(&client).unwrap(), 0);
+        assert!(client.write(b"more").is_err(), "the client was spared a timeout's reset");
+        assert_eq!(next_read(&upstream).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    }
 
     const fn secs(n: u64) -> Duration {
         Duration::from_secs(n)

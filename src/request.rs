@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 
 use crate::response::Status;
-use crate::sys::Socket;
+use crate::sys::{Armed, Socket};
 
 /// The most bytes a request head may take, blank line included.
 pub const MAX_HEAD: usize = 8192;
@@ -84,18 +84,19 @@ pub struct BadHead {
 }
 
 /// Reads from `sock` until the blank line that ends the head, giving up after
-/// `timeout` in all. The socket's `SO_RCVTIMEO` must already be `timeout`
-/// (files mode's listener passes it on to every accepted socket), so the
-/// first read costs no call to set it; a later one sets what is left.
+/// `timeout` in all. `armed` says whether the socket's `SO_RCVTIMEO` is
+/// already `timeout` (files mode's listener passes it on to every accepted
+/// socket), so that the first read costs no call to set it; a later one
+/// sets what is left.
 ///
 /// As in the skeleton, what matters is the request line: a client that sends
 /// a complete request line and then ends its stream is answered as if its
 /// head had ended there. A head that can never become valid (an empty first
 /// line, control bytes, a bare CR) is refused at once, without waiting for
 /// the timeout.
-pub fn read_head(sock: &Socket, timeout: Duration) -> Result<Head, BadHead> {
+pub fn read_head(sock: &Socket, timeout: Duration, armed: Armed) -> Result<Head, BadHead> {
     let deadline = Instant::now() + timeout;
-    let mut first = true;
+    let mut first = armed == Armed::ByListener;
     read_head_from(|buf| {
         let left = deadline.saturating_duration_since(Instant::now());
         let already_set = std::mem::replace(&mut first, false);

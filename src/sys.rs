@@ -39,6 +39,19 @@ where
     }
 }
 
+/// Whether a socket's timeout for a call (`SO_RCVTIMEO` for reading a
+/// request head, `SO_SNDTIMEO` for a response's writes) is already what
+/// the call needs. The callers that rely on a timeout take it as an
+/// argument, so that none can forget to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Armed {
+    /// Set by the listening socket, which Linux copies to each socket
+    /// `accept()` returns (`files::prepare_listener`): no call to make.
+    ByListener,
+    /// Not set: the call sets it first.
+    No,
+}
+
 /// A stream socket: a listening socket, an accepted client, or an upstream.
 #[derive(Debug)]
 pub struct Socket(OwnedFd);
@@ -829,10 +842,11 @@ fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     })
 }
 
-/// Calls `once` on what is left of `buf` until all of it is taken: the
-/// one loop over short writes. A call that takes nothing is an error, not
-/// a reason to spin.
-pub fn all_of(mut buf: &[u8], mut once: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
+/// Calls `once` on what is left of `buf` until all of it is taken, for
+/// [`write_all`]'s writes to stdout and stderr, which no clock judges (a
+/// write to a client is `progress::write_all`'s). A call that takes nothing
+/// is an error, not a reason to spin.
+fn all_of(mut buf: &[u8], mut once: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
     while !buf.is_empty() {
         match once(buf)? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
