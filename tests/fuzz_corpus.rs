@@ -37,6 +37,7 @@ fn the_head_corpus_holds() {
 #[test]
 fn the_resolve_corpus_holds() {
     replay("resolve", checks::resolve);
+    checks::remove_tree();
 }
 
 #[test]

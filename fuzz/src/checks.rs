@@ -6,10 +6,8 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use httpserver::fuzzing::{self, BadHead, Head, Request};
@@ -57,43 +55,30 @@ fn answer(read: Result<Head, BadHead>) -> Result<Request, u16> {
     Ok(req)
 }
 
-/// The tree `resolve` runs against: a root with symlinks that lead inside
-/// it, relative and absolute, and out of it, beside a secret. Made at a
-/// fixed place, idempotently, by each process that needs it.
+/// The tree `resolve` runs against (`fuzzing::confinement_tree`), at a
+/// fixed place, made by each process that needs it. The fuzzer leaves it
+/// for its next run; the corpus test removes it ([`remove_tree`]).
 struct Tree {
     root: PathBuf,
     real_root: PathBuf,
 }
 
+fn tree_base() -> PathBuf {
+    std::env::temp_dir().join("httpserver-fuzz-tree")
+}
+
 fn tree() -> &'static Tree {
     static TREE: OnceLock<Tree> = OnceLock::new();
     TREE.get_or_init(|| {
-        let base = std::env::temp_dir().join("httpserver-fuzz-tree");
-        let (root, secret) = (base.join("www"), base.join("secret"));
-        for dir in [root.join("a/b c"), root.join("idx"), secret.clone()] {
-            fs::create_dir_all(dir).unwrap();
-        }
-        fs::write(secret.join("passwd"), "secret").unwrap();
-        fs::write(root.join("index.html"), "hi").unwrap();
-        fs::write(root.join("a/b c/x.txt"), "x").unwrap();
-        let links: [(&Path, PathBuf); 7] = [
-            (&secret, root.join("out")),
-            (Path::new("../secret"), root.join("rel-out")),
-            (Path::new("../../secret/passwd"), root.join("a/passwd")),
-            (Path::new("a"), root.join("in")),
-            (&root, root.join("a/abs-root")),
-            (Path::new("../../index.html"), root.join("a/b c/up.html")),
-            (&secret.join("passwd"), root.join("idx/index.html")),
-        ];
-        for (to, at) in links {
-            match symlink(to, &at) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => panic!("{at:?}: {e}"),
-                _ => {}
-            }
-        }
+        let root = fuzzing::confinement_tree(&tree_base());
         let real_root = root.canonicalize().unwrap();
         Tree { root, real_root }
     })
+}
+
+/// Removes the tree, once nothing resolves against it any more.
+pub fn remove_tree() {
+    let _ = fs::remove_dir_all(tree_base());
 }
 
 /// resolve: `decode_path` and the one confined open, on any target. What
