@@ -197,10 +197,16 @@ mod tests {
     #[test]
     fn wait_for_any_wakes_on_the_first_acquire() {
         let count = fresh();
-        let waiter = thread::spawn(move || count.wait_for_any());
+        let (woke, woken) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            count.wait_for_any();
+            let _ = woke.send(());
+        });
+        // Most likely waiting by now; if not, it finds the slot taken.
         thread::sleep(Duration::from_millis(20));
         let _slot = count.try_acquire(None).unwrap();
-        waiter.join().unwrap();
+        // A waiter that never wakes fails the test instead of hanging it.
+        assert!(woken.recv_timeout(Duration::from_secs(10)).is_ok(), "wait_for_any did not wake");
     }
 
     #[test]
