@@ -215,7 +215,10 @@ per_server! {
         let t = Instant::now();
         let mut got = Vec::new();
         let end = stream.read_to_end(&mut got);
-        assert!(t.elapsed() < Duration::from_secs(2), "{name}: the end took {:?}", t.elapsed());
+        // What this catches is an end that waits for the idle timeout (300
+        // s) or never comes; it takes milliseconds, and 10 s is room for a
+        // loaded machine.
+        assert!(t.elapsed() < Duration::from_secs(10), "{name}: the end took {:?}", t.elapsed());
         assert_eq!(end.map_err(|e| e.kind()).err(), Some(ErrorKind::ConnectionReset), "{name}: not a reset");
         assert!(got.len() < 1_000_000, "{name}: the body cannot have arrived whole");
     }

@@ -71,8 +71,10 @@ per_server! {
         let second = Instant::now();
         let status = server.wait();
         assert_eq!(status.code(), Some(0), "{name}: {status:?}");
+        // Without the second signal it would wait the 60 s grace period;
+        // it takes milliseconds, and 10 s is room for a loaded machine.
         assert!(
-            second.elapsed() < Duration::from_secs(3),
+            second.elapsed() < Duration::from_secs(10),
             "{name}: exited {:?} after the second signal",
             second.elapsed()
         );

@@ -147,6 +147,8 @@ per_server! {
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.0 502 Bad Gateway"), "{server}: {answer}");
         assert!(answer.contains("upstream.example"), "{server}: the 502 names the upstream: {answer}");
-        assert!(took <= Duration::from_secs(3), "{server}: the 502 came after {took:?} under --connect-timeout 2");
+        // Unbounded, glibc waits 5 s a try for the silent nameserver: the
+        // 2 s timeout and up to 2.5 s of room for a loaded machine.
+        assert!(took < Duration::from_millis(4500), "{server}: the 502 came after {took:?} under --connect-timeout 2");
     }
 }
