@@ -1,7 +1,10 @@
-//! A cache of idle threads. Creating a thread per connection is the main
-//! cost of accepting one, so a thread that finishes its job waits a moment
-//! (`IDLE_LIFETIME`) for another before it exits. A job still gets a thread
-//! of its own at once: an idle one if there is one, a new one if not.
+//! A cache of idle threads. Starting and ending a thread is most of what a
+//! short connection costs, so a thread that finishes its job waits a moment
+//! (`IDLE_LIFETIME`) for another before it exits, unless `MOST_IDLE`
+//! already wait, or its job was a relay direction that moved to a fresh
+//! thread (`leave_after_this_job`: it leaves to free what it holds). A job
+//! still gets a thread of its own at once: an idle one if there is one, a
+//! new one if not.
 //!
 //! threadserver runs each connection's handler this way, and the relay runs
 //! its second direction this way in every mode. Threads start through
