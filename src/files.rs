@@ -3,6 +3,7 @@
 //! listing, or an error page, and then closes the connection.
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
@@ -387,11 +388,12 @@ pub fn listing_page(segments: &[OsString], entries: &[(OsString, bool)]) -> Stri
     );
     for (name, is_dir) in entries {
         let slash = if *is_dir { "/" } else { "" };
-        page.push_str(&format!(
-            "<li><a href=\"{here}{}{slash}\">{}{slash}</a></li>\n",
+        let _ = writeln!(
+            page,
+            "<li><a href=\"{here}{}{slash}\">{}{slash}</a></li>",
             percent_encode(name.as_bytes()),
             html_escape(&name.to_string_lossy())
-        ));
+        );
     }
     page.push_str("</ul>\n</body></html>\n");
     page
@@ -428,7 +430,8 @@ mod tests {
         let root = root.canonicalize().unwrap();
         let served = std::sync::atomic::AtomicUsize::new(0);
         proptest!(ProptestConfig::with_cases(20_000), |(target in request::strategies::hostile_target())| {
-            let req = Request { method: "GET".into(), target: target.clone(), has_body: false, conditions: Default::default() };
+            let conditions = Conditions::default();
+            let req = Request { method: "GET".into(), target: target.clone(), has_body: false, conditions };
             if let Ok(found) = resolve_to_found(&root, &req) {
                 let path = found.real_path().unwrap();
                 prop_assert!(path.starts_with(&root), "{target:?} -> {path:?}");

@@ -24,7 +24,7 @@ pub fn resolve(root: &Path, target: &str) -> Result<PathBuf, Status> {
         method: "GET".into(),
         target: target.into(),
         has_body: false,
-        conditions: Default::default(),
+        conditions: crate::request::Conditions::default(),
     };
     crate::files::resolve_to_found(root, &req)?.real_path().map_err(|_| Status::NotFound)
 }

@@ -149,7 +149,7 @@ pub fn fit(mode: Mode, config: &mut Config, machine: &Machine) -> Vec<String> {
 /// the hard one first. What cannot be read counts as no limit.
 pub fn read_machine() -> Machine {
     let fds = sys::raise_fd_limit().unwrap_or(u64::MAX);
-    let count = |dir: &str| fs::read_dir(dir).map(|d| d.count() as u64).unwrap_or(0);
+    let count = |dir: &str| fs::read_dir(dir).map_or(0, |d| d.count() as u64);
     let number = |path: &str| fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u64>().ok());
     let nproc = if sys::is_root() {
         u64::MAX

@@ -7,7 +7,7 @@
 //! and processes never interleave. A line that cannot be written (a closed
 //! or full pipe) is dropped: logging never takes the server down.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io;
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,12 +111,12 @@ pub fn printable(bytes: &[u8]) -> String {
         for c in valid.chars() {
             match c {
                 c if !c.is_control() => out.push(c),
-                c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-                c => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+                c if (c as u32) < 0x100 => _ = write!(out, "\\x{:02x}", c as u32),
+                c => _ = write!(out, "\\u{{{:04x}}}", c as u32),
             }
         }
         for b in &rest[valid.len()..valid.len() + bad] {
-            out.push_str(&format!("\\x{b:02x}"));
+            _ = write!(out, "\\x{b:02x}");
         }
         rest = &rest[valid.len() + bad..];
     }

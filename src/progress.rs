@@ -181,10 +181,10 @@ struct SendTimeout {
 
 impl SendTimeout {
     fn cut_off() -> io::Result<()> {
-        match CUT_OFF.load(Ordering::Relaxed) {
-            true => Err(io::Error::other("the server shut down")),
-            false => Ok(()),
+        if CUT_OFF.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the server shut down"));
         }
+        Ok(())
     }
 }
 

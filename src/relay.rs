@@ -40,9 +40,9 @@
 //!   (about 50 µs of CPU here), so it waits until the connection looks
 //!   idle for a while, not between the requests of a busy keep-alive
 //!   client: at one second, a connection that made one request and idled
-//!   three cost 1.4 times the C relay's CPU; at five, 1.1 times. The new thread's first read uses 256 bytes in a
-//!   frame of its own, so that its stack stays within the pages its start
-//!   touched. Only a direction whose thread may leave moves: the second
+//!   three cost 1.4 times the C relay's CPU; at five, 1.1 times. The new
+//!   thread's first read uses 256 bytes in a frame of its own, so that its
+//!   stack stays within the pages its start touched. Only a direction whose thread may leave moves: the second
 //!   direction always, the first only where the dispatcher says nothing
 //!   waits for its thread (`Connection::may_leave`).
 

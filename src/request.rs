@@ -3,6 +3,7 @@
 //! never climb out of the served directory.
 
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
@@ -195,7 +196,7 @@ pub fn loggable_request_line(bytes: &[u8]) -> String {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
             0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
+            _ => _ = write!(out, "\\x{b:02x}"),
         }
     }
     if line.len() > MAX_LOGGED {

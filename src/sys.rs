@@ -233,7 +233,7 @@ impl Socket {
     /// out, the socket is shut down or closed (the rest then leaves with the
     /// FIN), or 200 ms pass.
     pub fn set_cork(&self, on: bool) -> io::Result<()> {
-        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_CORK, on as libc::c_int)
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_CORK, libc::c_int::from(on))
     }
 
     /// Sets `TCP_DEFER_ACCEPT` on a listening socket: `accept()` returns a
@@ -246,7 +246,7 @@ impl Socket {
 
     /// Sets `TCP_NODELAY`, so small writes leave at once.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int)
+        self.setsockopt(libc::IPPROTO_TCP, libc::TCP_NODELAY, libc::c_int::from(on))
     }
 
     /// Corresponds to `getsockopt(TCP_INFO)`: how many bytes the peer has
@@ -301,7 +301,7 @@ impl AsRawFd for Socket {
 /// Whether a bind error means the port is taken or forbidden (as opposed to
 /// the address family being unavailable).
 fn is_addr_taken(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EPERM))
+    matches!(e.raw_os_error(), Some(libc::EADDRINUSE | libc::EACCES | libc::EPERM))
 }
 
 fn family_of(addr: &SocketAddr) -> libc::c_int {
