@@ -109,43 +109,41 @@ fn recorded_facts(dom: &str) -> HashMap<String, String> {
     text.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-per_server! {
-    [threadserver, poolserver, forkserver]
-    fn a_page_loads_through_each_kind_of_proxy_in_a_real_browser(name) {
-        let Some(chromium) = chromium() else { return };
-        let site = test_site();
-        let origin = Server::start("threadserver", &["--files", site.str(), "--quiet"]);
-        let upstream = format!("127.0.0.1:{}", origin.port);
-        let proxy = Server::start_with_pool(name, &["--proxy", &upstream, "--quiet"], 8);
-        let url = format!("http://127.0.0.1:{}/check.html", proxy.port);
-        let out = run_chromium(&chromium, &["--virtual-time-budget=15000", "--dump-dom", &url]);
-        let dom = String::from_utf8_lossy(&out.stdout);
-        let facts = recorded_facts(&dom);
-        assert!(!facts.contains_key("error"), "{name}: the page failed: {:?}", facts.get("error"));
-        for image in IMAGES {
-            assert_eq!(
-                facts.get(&format!("loaded {image}")).map(String::as_str),
-                Some("yes"),
-                "{name}: {image}"
-            );
-            let file = fs::read(site.path().join(image.trim_start_matches('/'))).unwrap();
-            assert_eq!(facts.get(&format!("sha256 {image}")), Some(&format!("{:x}", Sha256::digest(&file))), "{name}: {image} bytes");
-        }
-        // www/style.css paints the body #f6f8fa.
-        assert_eq!(facts.get("body background").map(String::as_str), Some("rgb(246, 248, 250)"), "{name}");
-        assert_eq!(facts.get("listing status").map(String::as_str), Some("200"), "{name}");
-        let links = facts.get("listing links").cloned().unwrap_or_default();
-        assert!(links.contains("Parent directory"), "{name}: {links}");
-        for note in DOCUMENTS {
-            assert!(links.split(',').any(|l| l == note), "{name}: {note} not in the listing: {links}");
-        }
-        // "Parent directory" leads to the parent, with or without the slash.
-        for path in ["/my_documents", "/my_documents/"] {
-            let parent = facts.get(&format!("parent of {path}")).map(String::as_str);
-            assert_eq!(parent, Some("/"), "{name}: the parent link of {path}");
-            let entry = facts.get(&format!("entry link from {path}")).map(String::as_str);
-            assert_eq!(entry, Some("/my_documents/basic.txt"), "{name}: the first entry of {path}");
-        }
+per_server!([threadserver, poolserver, forkserver] a_page_loads_through_each_kind_of_proxy_in_a_real_browser);
+fn a_page_loads_through_each_kind_of_proxy_in_a_real_browser(name: &'static str) {
+    let Some(chromium) = chromium() else { return };
+    let site = test_site();
+    let origin = Server::start("threadserver", &["--files", site.str(), "--quiet"]);
+    let upstream = format!("127.0.0.1:{}", origin.port);
+    let proxy = Server::start_with_pool(name, &["--proxy", &upstream, "--quiet"], 8);
+    let url = format!("http://127.0.0.1:{}/check.html", proxy.port);
+    let out = run_chromium(&chromium, &["--virtual-time-budget=15000", "--dump-dom", &url]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let facts = recorded_facts(&dom);
+    assert!(!facts.contains_key("error"), "{name}: the page failed: {:?}", facts.get("error"));
+    for image in IMAGES {
+        assert_eq!(facts.get(&format!("loaded {image}")).map(String::as_str), Some("yes"), "{name}: {image}");
+        let file = fs::read(site.path().join(image.trim_start_matches('/'))).unwrap();
+        assert_eq!(
+            facts.get(&format!("sha256 {image}")),
+            Some(&format!("{:x}", Sha256::digest(&file))),
+            "{name}: {image} bytes"
+        );
+    }
+    // www/style.css paints the body #f6f8fa.
+    assert_eq!(facts.get("body background").map(String::as_str), Some("rgb(246, 248, 250)"), "{name}");
+    assert_eq!(facts.get("listing status").map(String::as_str), Some("200"), "{name}");
+    let links = facts.get("listing links").cloned().unwrap_or_default();
+    assert!(links.contains("Parent directory"), "{name}: {links}");
+    for note in DOCUMENTS {
+        assert!(links.split(',').any(|l| l == note), "{name}: {note} not in the listing: {links}");
+    }
+    // "Parent directory" leads to the parent, with or without the slash.
+    for path in ["/my_documents", "/my_documents/"] {
+        let parent = facts.get(&format!("parent of {path}")).map(String::as_str);
+        assert_eq!(parent, Some("/"), "{name}: the parent link of {path}");
+        let entry = facts.get(&format!("entry link from {path}")).map(String::as_str);
+        assert_eq!(entry, Some("/my_documents/basic.txt"), "{name}: the first entry of {path}");
     }
 }
 

@@ -63,68 +63,75 @@ fn assert_resumed(s: &Server, had: usize, what: &str) {
     });
 }
 
-per_server! {
-    fn curl_resumes_a_cut_download_byte_exact(server) {
-        let dir = site();
-        let s = Server::start(server, &["--files", dir.str()]);
-        let out = TempDir::new("curl-out");
-        let file = out.path().join("big.bin");
-        let url = format!("http://127.0.0.1:{}/big.bin", s.port);
-        // curl's limit lets a burst through first; its --max-time cuts it.
-        let (code, err) = run(Command::new("curl").args(["-sS", "--limit-rate", "1M", "--max-time", "2", "-o"]).arg(&file).arg(&url));
-        assert_eq!(code, Some(28), "{server}: curl was not cut by its time limit: {err}");
-        let had = fs::metadata(&file).unwrap().len() as usize;
-        assert!((1..SIZE).contains(&had), "{server}: cut at {had} bytes");
-        let (code, err) = run(Command::new("curl").args(["-sS", "-C", "-", "-o"]).arg(&file).arg(&url));
-        assert_eq!(code, Some(0), "{server}: curl -C - failed: {err}");
-        assert!(fs::read(&file).unwrap() == common::random_bytes(SIZE, 9), "{server}: the resumed file differs");
-        assert_resumed(&s, had, server);
-    }
+per_server!(curl_resumes_a_cut_download_byte_exact);
+fn curl_resumes_a_cut_download_byte_exact(server: &'static str) {
+    let dir = site();
+    let s = Server::start(server, &["--files", dir.str()]);
+    let out = TempDir::new("curl-out");
+    let file = out.path().join("big.bin");
+    let url = format!("http://127.0.0.1:{}/big.bin", s.port);
+    // curl's limit lets a burst through first; its --max-time cuts it.
+    let (code, err) = run(Command::new("curl")
+        .args(["-sS", "--limit-rate", "1M", "--max-time", "2", "-o"])
+        .arg(&file)
+        .arg(&url));
+    assert_eq!(code, Some(28), "{server}: curl was not cut by its time limit: {err}");
+    let had = fs::metadata(&file).unwrap().len() as usize;
+    assert!((1..SIZE).contains(&had), "{server}: cut at {had} bytes");
+    let (code, err) = run(Command::new("curl").args(["-sS", "-C", "-", "-o"]).arg(&file).arg(&url));
+    assert_eq!(code, Some(0), "{server}: curl -C - failed: {err}");
+    assert!(fs::read(&file).unwrap() == common::random_bytes(SIZE, 9), "{server}: the resumed file differs");
+    assert_resumed(&s, had, server);
 }
 
-per_server! {
-    fn wget_continues_a_cut_download_byte_exact(server) {
-        let dir = site();
-        let s = Server::start(server, &["--files", dir.str()]);
-        let out = TempDir::new("wget-out");
-        let file = out.path().join("big.bin");
-        let url = format!("http://127.0.0.1:{}/big.bin", s.port);
-        let mut slow = Command::new("wget");
-        slow.args(["-q", "--limit-rate=1m", "-O"]).arg(&file).arg(&url);
-        cut_download(slow, &file);
-        let had = fs::metadata(&file).unwrap().len() as usize;
-        let (code, err) = run(Command::new("wget").arg("-c").arg(&url).current_dir(out.path()));
-        assert_eq!(code, Some(0), "{server}: wget -c failed: {err}");
-        assert!(fs::read(&file).unwrap() == common::random_bytes(SIZE, 9), "{server}: the continued file differs");
-        assert_resumed(&s, had, server);
-    }
+per_server!(wget_continues_a_cut_download_byte_exact);
+fn wget_continues_a_cut_download_byte_exact(server: &'static str) {
+    let dir = site();
+    let s = Server::start(server, &["--files", dir.str()]);
+    let out = TempDir::new("wget-out");
+    let file = out.path().join("big.bin");
+    let url = format!("http://127.0.0.1:{}/big.bin", s.port);
+    let mut slow = Command::new("wget");
+    slow.args(["-q", "--limit-rate=1m", "-O"]).arg(&file).arg(&url);
+    cut_download(slow, &file);
+    let had = fs::metadata(&file).unwrap().len() as usize;
+    let (code, err) = run(Command::new("wget").arg("-c").arg(&url).current_dir(out.path()));
+    assert_eq!(code, Some(0), "{server}: wget -c failed: {err}");
+    assert!(
+        fs::read(&file).unwrap() == common::random_bytes(SIZE, 9),
+        "{server}: the continued file differs"
+    );
+    assert_resumed(&s, had, server);
 }
 
-per_server! {
-    /// `wget -N` fetches a file once, then leaves it alone while it has not
-    /// changed, and fetches it again once it has.
-    fn wget_timestamping_skips_a_file_that_did_not_change(server) {
-        let dir = site();
-        let s = Server::start(server, &["--files", dir.str()]);
-        let out = TempDir::new("wget-n");
-        let url = format!("http://127.0.0.1:{}/big.bin", s.port);
-        let wget_n = || run(Command::new("wget").args(["-N", &url]).current_dir(out.path()));
-        let full = format!(" 200 {SIZE} ");
-        let fetched = || s.stdout_lines().iter().filter(|l| l.contains("\"GET /big.bin") && l.contains(&full)).count();
-        let (code, err) = wget_n();
-        assert_eq!(code, Some(0), "{server}: {err}");
-        eventually("the first fetch's line", || fetched() == 1);
-        let (code, err) = wget_n();
-        assert_eq!(code, Some(0), "{server}: {err}");
-        assert!(!err.contains("time-stamps turned off"), "{server}: {err}");
-        assert!(err.contains("not retrieving") || err.contains("not modified on server"), "{server}: {err}");
-        // Changed on the server (a newer time, the same size): fetched again.
-        let changed = common::random_bytes(SIZE, 10);
-        fs::write(dir.path().join("big.bin"), &changed).unwrap();
-        common::set_mtime(&dir.path().join("big.bin"), 1_700_000_000);
-        let (code, err) = wget_n();
-        assert_eq!(code, Some(0), "{server}: {err}");
-        assert!(fs::read(out.path().join("big.bin")).unwrap() == changed, "{server}: the changed file was not fetched");
-        assert_eq!(fetched(), 2, "{server}: {:?}", s.stdout_lines());
-    }
+per_server!(wget_timestamping_skips_a_file_that_did_not_change);
+/// `wget -N` fetches a file once, then leaves it alone while it has not
+/// changed, and fetches it again once it has.
+fn wget_timestamping_skips_a_file_that_did_not_change(server: &'static str) {
+    let dir = site();
+    let s = Server::start(server, &["--files", dir.str()]);
+    let out = TempDir::new("wget-n");
+    let url = format!("http://127.0.0.1:{}/big.bin", s.port);
+    let wget_n = || run(Command::new("wget").args(["-N", &url]).current_dir(out.path()));
+    let full = format!(" 200 {SIZE} ");
+    let fetched =
+        || s.stdout_lines().iter().filter(|l| l.contains("\"GET /big.bin") && l.contains(&full)).count();
+    let (code, err) = wget_n();
+    assert_eq!(code, Some(0), "{server}: {err}");
+    eventually("the first fetch's line", || fetched() == 1);
+    let (code, err) = wget_n();
+    assert_eq!(code, Some(0), "{server}: {err}");
+    assert!(!err.contains("time-stamps turned off"), "{server}: {err}");
+    assert!(err.contains("not retrieving") || err.contains("not modified on server"), "{server}: {err}");
+    // Changed on the server (a newer time, the same size): fetched again.
+    let changed = common::random_bytes(SIZE, 10);
+    fs::write(dir.path().join("big.bin"), &changed).unwrap();
+    common::set_mtime(&dir.path().join("big.bin"), 1_700_000_000);
+    let (code, err) = wget_n();
+    assert_eq!(code, Some(0), "{server}: {err}");
+    assert!(
+        fs::read(out.path().join("big.bin")).unwrap() == changed,
+        "{server}: the changed file was not fetched"
+    );
+    assert_eq!(fetched(), 2, "{server}: {:?}", s.stdout_lines());
 }

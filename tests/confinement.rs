@@ -189,16 +189,46 @@ fn race(server: &'static str, case: Case, fallback: bool) {
     }
 }
 
-per_server! { fn race_a_file_under_a_swapped_directory(server) { race(server, Case::FileUnderDir, false) } }
-per_server! { fn race_a_listing_of_a_swapped_directory(server) { race(server, Case::Listing, false) } }
-per_server! { fn race_the_index_of_a_swapped_directory(server) { race(server, Case::Index, false) } }
-per_server! { fn race_the_last_component(server) { race(server, Case::LastComponent, false) } }
-per_server! { fn race_a_fifo_swapped_in(server) { race(server, Case::Fifo, false) } }
-per_server! { fn fallback_race_a_file_under_a_swapped_directory(server) { race(server, Case::FileUnderDir, true) } }
-per_server! { fn fallback_race_a_listing_of_a_swapped_directory(server) { race(server, Case::Listing, true) } }
-per_server! { fn fallback_race_the_index_of_a_swapped_directory(server) { race(server, Case::Index, true) } }
-per_server! { fn fallback_race_the_last_component(server) { race(server, Case::LastComponent, true) } }
-per_server! { fn fallback_race_a_fifo_swapped_in(server) { race(server, Case::Fifo, true) } }
+per_server!(race_a_file_under_a_swapped_directory);
+fn race_a_file_under_a_swapped_directory(server: &'static str) {
+    race(server, Case::FileUnderDir, false)
+}
+per_server!(race_a_listing_of_a_swapped_directory);
+fn race_a_listing_of_a_swapped_directory(server: &'static str) {
+    race(server, Case::Listing, false)
+}
+per_server!(race_the_index_of_a_swapped_directory);
+fn race_the_index_of_a_swapped_directory(server: &'static str) {
+    race(server, Case::Index, false)
+}
+per_server!(race_the_last_component);
+fn race_the_last_component(server: &'static str) {
+    race(server, Case::LastComponent, false)
+}
+per_server!(race_a_fifo_swapped_in);
+fn race_a_fifo_swapped_in(server: &'static str) {
+    race(server, Case::Fifo, false)
+}
+per_server!(fallback_race_a_file_under_a_swapped_directory);
+fn fallback_race_a_file_under_a_swapped_directory(server: &'static str) {
+    race(server, Case::FileUnderDir, true)
+}
+per_server!(fallback_race_a_listing_of_a_swapped_directory);
+fn fallback_race_a_listing_of_a_swapped_directory(server: &'static str) {
+    race(server, Case::Listing, true)
+}
+per_server!(fallback_race_the_index_of_a_swapped_directory);
+fn fallback_race_the_index_of_a_swapped_directory(server: &'static str) {
+    race(server, Case::Index, true)
+}
+per_server!(fallback_race_the_last_component);
+fn fallback_race_the_last_component(server: &'static str) {
+    race(server, Case::LastComponent, true)
+}
+per_server!(fallback_race_a_fifo_swapped_in);
+fn fallback_race_a_fifo_swapped_in(server: &'static str) {
+    race(server, Case::Fifo, true)
+}
 
 /// A tree with symlinks of every kind: relative and absolute, inside the
 /// root and out of it, to files and to directories.
@@ -254,98 +284,100 @@ fn symlinks_keep_their_meaning(server: &str, fallback: bool) {
     assert!(through_link.contains("href=\"/absdir/deep/\""), "{server}: {through_link}");
 }
 
-per_server! { fn symlinks_inside_are_served_and_links_out_refused(server) { symlinks_keep_their_meaning(server, false) } }
-per_server! { fn symlinks_keep_their_meaning_in_the_fallback(server) { symlinks_keep_their_meaning(server, true) } }
+per_server!(symlinks_inside_are_served_and_links_out_refused);
+fn symlinks_inside_are_served_and_links_out_refused(server: &'static str) {
+    symlinks_keep_their_meaning(server, false)
+}
+per_server!(symlinks_keep_their_meaning_in_the_fallback);
+fn symlinks_keep_their_meaning_in_the_fallback(server: &'static str) {
+    symlinks_keep_their_meaning(server, true)
+}
 
-per_server! {
-    /// A symlink whose `..` stays inside the root is served while names are
-    /// renamed elsewhere on the system: the kernel's confined lookup will not
-    /// vouch for a `..` during a rename (EAGAIN), and such an open is then
-    /// checked by where it landed.
-    fn links_with_dotdot_are_served_while_renames_go_on(server) {
-        let base = TempDir::new(&format!("dotdot-{server}"));
-        let www = linked_site(base.path());
-        let (a, b) = (base.path().join("a"), base.path().join("b"));
-        fs::write(&a, "a").unwrap();
-        fs::write(&b, "b").unwrap();
-        let srv = start(server, &www, false, &[]);
-        let stop = AtomicBool::new(false);
-        thread::scope(|s| {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    renameat2(None, &a, None, &b, RenameFlags::RENAME_EXCHANGE).expect("renameat2");
-                }
-            });
-            for i in 0..500 {
-                let r = get(srv.addr(), "/docs/deep/up.html");
-                if (r.code(), r.text().as_str()) != (200, "<p>home</p>\n") {
-                    stop.store(true, Ordering::Relaxed);
-                    panic!("{server}: request {i} got {} {:?}", r.code(), r.text());
-                }
+per_server!(links_with_dotdot_are_served_while_renames_go_on);
+/// A symlink whose `..` stays inside the root is served while names are
+/// renamed elsewhere on the system: the kernel's confined lookup will not
+/// vouch for a `..` during a rename (EAGAIN), and such an open is then
+/// checked by where it landed.
+fn links_with_dotdot_are_served_while_renames_go_on(server: &'static str) {
+    let base = TempDir::new(&format!("dotdot-{server}"));
+    let www = linked_site(base.path());
+    let (a, b) = (base.path().join("a"), base.path().join("b"));
+    fs::write(&a, "a").unwrap();
+    fs::write(&b, "b").unwrap();
+    let srv = start(server, &www, false, &[]);
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                renameat2(None, &a, None, &b, RenameFlags::RENAME_EXCHANGE).expect("renameat2");
             }
-            stop.store(true, Ordering::Relaxed);
         });
-    }
-}
-
-per_server! {
-    /// The type comes from the name asked for, as the skeleton's
-    /// `http_get_mime_type` takes it: `alias.txt -> index.html` is text/plain.
-    fn content_type_follows_the_name_asked_for(server) {
-        let base = TempDir::new(&format!("alias-{server}"));
-        let www = linked_site(base.path());
-        let srv = start(server, &www, false, &[]);
-        let alias = get(srv.addr(), "/alias.txt");
-        assert_eq!((alias.code(), alias.header("Content-Type")), (200, Some("text/plain")), "{server}");
-        assert_eq!(alias.text(), "<p>home</p>\n");
-        let up = get(srv.addr(), "/docs/deep/up.html");
-        assert_eq!(up.header("Content-Type"), Some("text/html"), "{server}");
-    }
-}
-
-per_server! {
-    /// A root that is a symlink is followed for each request: a deploy that
-    /// repoints `current` is served at once, a root that is gone is a 404,
-    /// and its return is served again.
-    fn a_symlinked_root_is_followed_when_repointed(server) {
-        let base = TempDir::new(&format!("deploy-{server}"));
-        for rel in ["rel1", "rel2"] {
-            fs::create_dir(base.path().join(rel)).unwrap();
-            fs::write(base.path().join(rel).join("v.txt"), rel).unwrap();
+        for i in 0..500 {
+            let r = get(srv.addr(), "/docs/deep/up.html");
+            if (r.code(), r.text().as_str()) != (200, "<p>home</p>\n") {
+                stop.store(true, Ordering::Relaxed);
+                panic!("{server}: request {i} got {} {:?}", r.code(), r.text());
+            }
         }
-        let current = base.path().join("current");
-        symlink("rel1", &current).unwrap();
-        let srv = start(server, &current, false, &[]);
-        assert_eq!(get(srv.addr(), "/v.txt").text(), "rel1");
-        let staged = base.path().join("current.new");
-        symlink("rel2", &staged).unwrap();
-        fs::rename(&staged, &current).unwrap();
-        assert_eq!(get(srv.addr(), "/v.txt").text(), "rel2", "{server}: the repointed root");
-        fs::remove_dir_all(base.path().join("rel1")).unwrap();
-        assert_eq!(get(srv.addr(), "/v.txt").text(), "rel2", "{server}");
-        fs::remove_dir_all(base.path().join("rel2")).unwrap();
-        assert_eq!(get(srv.addr(), "/").code(), 404, "{server}: a root that is gone");
-        assert_eq!(get(srv.addr(), "/v.txt").code(), 404, "{server}: a root that is gone");
-        fs::create_dir(base.path().join("rel2")).unwrap();
-        fs::write(base.path().join("rel2/v.txt"), "back").unwrap();
-        assert_eq!(get(srv.addr(), "/v.txt").text(), "back", "{server}: the root's return");
-    }
+        stop.store(true, Ordering::Relaxed);
+    });
 }
 
-per_server! {
-    /// FIFOs and sockets in the tree are refused at once, and never opened
-    /// for a read that could wait.
-    fn special_files_are_refused_without_waiting(server) {
-        let base = TempDir::new(&format!("special-{server}"));
-        let www = base.path().join("www");
-        fs::create_dir(&www).unwrap();
-        nix::unistd::mkfifo(&www.join("pipe"), Mode::from_bits_truncate(0o644)).unwrap();
-        let _listener = std::os::unix::net::UnixListener::bind(www.join("sock")).unwrap();
-        symlink("pipe", www.join("pipe-link")).unwrap();
-        let srv = start(server, &www, false, &[]);
-        for path in ["/pipe", "/sock", "/pipe-link"] {
-            let answer = fetch(srv.addr(), path, PATIENCE).unwrap_or_default();
-            assert!(answer.starts_with("HTTP/1.0 403 Forbidden"), "{server}: {path}: {answer:?}");
-        }
+per_server!(content_type_follows_the_name_asked_for);
+/// The type comes from the name asked for, as the skeleton's
+/// `http_get_mime_type` takes it: `alias.txt -> index.html` is text/plain.
+fn content_type_follows_the_name_asked_for(server: &'static str) {
+    let base = TempDir::new(&format!("alias-{server}"));
+    let www = linked_site(base.path());
+    let srv = start(server, &www, false, &[]);
+    let alias = get(srv.addr(), "/alias.txt");
+    assert_eq!((alias.code(), alias.header("Content-Type")), (200, Some("text/plain")), "{server}");
+    assert_eq!(alias.text(), "<p>home</p>\n");
+    let up = get(srv.addr(), "/docs/deep/up.html");
+    assert_eq!(up.header("Content-Type"), Some("text/html"), "{server}");
+}
+
+per_server!(a_symlinked_root_is_followed_when_repointed);
+/// A root that is a symlink is followed for each request: a deploy that
+/// repoints `current` is served at once, a root that is gone is a 404,
+/// and its return is served again.
+fn a_symlinked_root_is_followed_when_repointed(server: &'static str) {
+    let base = TempDir::new(&format!("deploy-{server}"));
+    for rel in ["rel1", "rel2"] {
+        fs::create_dir(base.path().join(rel)).unwrap();
+        fs::write(base.path().join(rel).join("v.txt"), rel).unwrap();
+    }
+    let current = base.path().join("current");
+    symlink("rel1", &current).unwrap();
+    let srv = start(server, &current, false, &[]);
+    assert_eq!(get(srv.addr(), "/v.txt").text(), "rel1");
+    let staged = base.path().join("current.new");
+    symlink("rel2", &staged).unwrap();
+    fs::rename(&staged, &current).unwrap();
+    assert_eq!(get(srv.addr(), "/v.txt").text(), "rel2", "{server}: the repointed root");
+    fs::remove_dir_all(base.path().join("rel1")).unwrap();
+    assert_eq!(get(srv.addr(), "/v.txt").text(), "rel2", "{server}");
+    fs::remove_dir_all(base.path().join("rel2")).unwrap();
+    assert_eq!(get(srv.addr(), "/").code(), 404, "{server}: a root that is gone");
+    assert_eq!(get(srv.addr(), "/v.txt").code(), 404, "{server}: a root that is gone");
+    fs::create_dir(base.path().join("rel2")).unwrap();
+    fs::write(base.path().join("rel2/v.txt"), "back").unwrap();
+    assert_eq!(get(srv.addr(), "/v.txt").text(), "back", "{server}: the root's return");
+}
+
+per_server!(special_files_are_refused_without_waiting);
+/// FIFOs and sockets in the tree are refused at once, and never opened
+/// for a read that could wait.
+fn special_files_are_refused_without_waiting(server: &'static str) {
+    let base = TempDir::new(&format!("special-{server}"));
+    let www = base.path().join("www");
+    fs::create_dir(&www).unwrap();
+    nix::unistd::mkfifo(&www.join("pipe"), Mode::from_bits_truncate(0o644)).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(www.join("sock")).unwrap();
+    symlink("pipe", www.join("pipe-link")).unwrap();
+    let srv = start(server, &www, false, &[]);
+    for path in ["/pipe", "/sock", "/pipe-link"] {
+        let answer = fetch(srv.addr(), path, PATIENCE).unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.0 403 Forbidden"), "{server}: {path}: {answer:?}");
     }
 }

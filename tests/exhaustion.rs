@@ -150,64 +150,64 @@ fn out_of_threads_a_proxied_connection_is_closed() {
     });
 }
 
-per_server! {
-    [threadserver, forkserver, poolserver]
-    /// `--max-connections 5`: five connections are served at once (poolserver:
-    /// its 4 workers and 1 queued), the sixth gets a 503, and each slot comes
-    /// back when its connection ends: the limit is counted exactly.
-    fn max_connections_is_counted_and_released_exactly(name) {
-        let dir = common::hello_site("maxconn");
-        // Not quiet: the accept loop's own lines say which connection it refused.
-        let server = Server::start(name, &["--files", dir.str(), "--max-connections", "5"]);
-        let base_threads = server.thread_count();
-        // No connection in progress: no handler thread, no child process.
-        let idle = || server.thread_count() == base_threads && common::children_of(server.pid()).is_empty();
-        let served = || server.stdout_lines().iter().filter(|l| l.contains("\"GET /hello.txt HTTP/1.0\" 200 ")).count();
-        for round in 0..3 {
-            eventually("the previous round's connections to be released", idle);
-            // Each of them logs its line just before it gives its slot back
-            // (in poolserver, the thread count says nothing of that): six a
-            // round, the five held and the one that took the freed slot.
-            eventually("the previous round's six to be logged", || served() == 6 * round);
-            let accepted = || server.stdout_lines().iter().filter(|l| l.starts_with("Accepted connection")).count();
-            let before = accepted();
-            let mut held = open_partial(&server, 5);
-            // All five hold their slots before the sixth comes: the accept
-            // queue need not keep the order in which they connected.
-            eventually("the five to be accepted", || accepted() == before + 5);
-            let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
-            r.assert_well_formed(503, "Service Unavailable");
-            // Free exactly one slot: then exactly one more fits.
-            let mut first = held.remove(0);
-            first.write_all(b"\r\n").unwrap();
-            Response::parse(&common::read_to_close(&mut first)).assert_well_formed(200, "OK");
-            drop(first);
-            eventually("the freed slot to be reused", || {
-                let mut probe = common::connect(server.addr());
-                probe.write_all(b"GET /hello.txt HTTP/1.0\r\n").unwrap();
-                // The accept loop logs its decision right after the accept line.
-                let port = probe.local_addr().unwrap().port();
-                let accepted = format!("Accepted connection from 127.0.0.1 on port {port}");
-                eventually("the probe to be accepted", || server.stdout_lines().contains(&accepted));
-                probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-                let mut byte = [0u8; 1];
-                let answered = matches!(probe.read(&mut byte), Ok(n) if n > 0);
-                let refused = format!("refused 127.0.0.1:{port}: too many connections");
-                let refused = answered || server.stdout_lines().contains(&refused);
-                if !refused {
-                    held.push(probe);
-                }
-                !refused
-            });
-            let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
-            r.assert_well_formed(503, "Service Unavailable");
-            for stream in &mut held {
-                stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
-                stream.write_all(b"\r\n").unwrap();
-                let r = Response::parse(&common::read_to_close(stream));
-                r.assert_well_formed(200, "OK");
-                assert_eq!(r.text(), "hello\n", "{name} round {round}");
+per_server!([threadserver, forkserver, poolserver] max_connections_is_counted_and_released_exactly);
+/// `--max-connections 5`: five connections are served at once (poolserver:
+/// its 4 workers and 1 queued), the sixth gets a 503, and each slot comes
+/// back when its connection ends: the limit is counted exactly.
+fn max_connections_is_counted_and_released_exactly(name: &'static str) {
+    let dir = common::hello_site("maxconn");
+    // Not quiet: the accept loop's own lines say which connection it refused.
+    let server = Server::start(name, &["--files", dir.str(), "--max-connections", "5"]);
+    let base_threads = server.thread_count();
+    // No connection in progress: no handler thread, no child process.
+    let idle = || server.thread_count() == base_threads && common::children_of(server.pid()).is_empty();
+    let served =
+        || server.stdout_lines().iter().filter(|l| l.contains("\"GET /hello.txt HTTP/1.0\" 200 ")).count();
+    for round in 0..3 {
+        eventually("the previous round's connections to be released", idle);
+        // Each of them logs its line just before it gives its slot back
+        // (in poolserver, the thread count says nothing of that): six a
+        // round, the five held and the one that took the freed slot.
+        eventually("the previous round's six to be logged", || served() == 6 * round);
+        let accepted =
+            || server.stdout_lines().iter().filter(|l| l.starts_with("Accepted connection")).count();
+        let before = accepted();
+        let mut held = open_partial(&server, 5);
+        // All five hold their slots before the sixth comes: the accept
+        // queue need not keep the order in which they connected.
+        eventually("the five to be accepted", || accepted() == before + 5);
+        let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
+        r.assert_well_formed(503, "Service Unavailable");
+        // Free exactly one slot: then exactly one more fits.
+        let mut first = held.remove(0);
+        first.write_all(b"\r\n").unwrap();
+        Response::parse(&common::read_to_close(&mut first)).assert_well_formed(200, "OK");
+        drop(first);
+        eventually("the freed slot to be reused", || {
+            let mut probe = common::connect(server.addr());
+            probe.write_all(b"GET /hello.txt HTTP/1.0\r\n").unwrap();
+            // The accept loop logs its decision right after the accept line.
+            let port = probe.local_addr().unwrap().port();
+            let accepted = format!("Accepted connection from 127.0.0.1 on port {port}");
+            eventually("the probe to be accepted", || server.stdout_lines().contains(&accepted));
+            probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut byte = [0u8; 1];
+            let answered = matches!(probe.read(&mut byte), Ok(n) if n > 0);
+            let refused = format!("refused 127.0.0.1:{port}: too many connections");
+            let refused = answered || server.stdout_lines().contains(&refused);
+            if !refused {
+                held.push(probe);
             }
+            !refused
+        });
+        let r = Response::parse(&common::exchange(server.addr(), b"GET /hello.txt HTTP/1.0\r\n\r\n"));
+        r.assert_well_formed(503, "Service Unavailable");
+        for stream in &mut held {
+            stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
+            stream.write_all(b"\r\n").unwrap();
+            let r = Response::parse(&common::read_to_close(stream));
+            r.assert_well_formed(200, "OK");
+            assert_eq!(r.text(), "hello\n", "{name} round {round}");
         }
     }
 }

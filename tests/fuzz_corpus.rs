@@ -61,36 +61,34 @@ fn lf_crlf_ends_a_head_for_the_reader_as_for_the_parser() {
     checks::head(b"\0GET / HTTP/1.0\r\n\nHost: x\r\n\r\n");
 }
 
-per_server! {
-    /// `GET ... \n\r\n` from a client that keeps the connection open is
-    /// answered at once, not with 408 when the head's time is up.
-    fn a_head_ended_by_lf_crlf_is_answered_while_the_client_waits(server) {
-        let site = hello_site("lfcrlf");
-        let srv = Server::start(server, &["--files", site.str(), "--request-timeout", "3"]);
-        let mut stream = common::connect(srv.addr());
-        stream.write_all(b"GET /hello.txt HTTP/1.0\n\r\n").unwrap();
-        let r = read_response(&mut std::io::BufReader::new(stream));
-        assert_eq!((r.code(), r.text().as_str()), (200, "hello\n"), "{server}");
-    }
+per_server!(a_head_ended_by_lf_crlf_is_answered_while_the_client_waits);
+/// `GET ... \n\r\n` from a client that keeps the connection open is
+/// answered at once, not with 408 when the head's time is up.
+fn a_head_ended_by_lf_crlf_is_answered_while_the_client_waits(server: &'static str) {
+    let site = hello_site("lfcrlf");
+    let srv = Server::start(server, &["--files", site.str(), "--request-timeout", "3"]);
+    let mut stream = common::connect(srv.addr());
+    stream.write_all(b"GET /hello.txt HTTP/1.0\n\r\n").unwrap();
+    let r = read_response(&mut std::io::BufReader::new(stream));
+    assert_eq!((r.code(), r.text().as_str()), (200, "hello\n"), "{server}");
 }
 
-per_server! {
-    /// The same bytes get the same answer whether they arrive in one piece
-    /// or cut after the control byte that follows the head's end.
-    fn a_head_gets_the_same_answer_however_it_arrives(server) {
-        let site = hello_site("cuts");
-        let srv = Server::start(server, &["--files", site.str()]);
-        for method in ["GET", "PUT"] {
-            let head = format!("{method} /hello.txt HTTP/1.0\n\r\n\x01\r\n\r\n");
-            let whole = common::exchange(srv.addr(), head.as_bytes());
-            let (first, second) = head.as_bytes().split_at(head.find('\x01').unwrap() + 1);
-            let mut stream = common::connect(srv.addr());
-            stream.write_all(first).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            stream.write_all(second).unwrap();
-            let cut = common::read_to_close(&mut stream);
-            let status = |raw: &[u8]| common::Response::parse(raw).code();
-            assert_eq!(status(&cut), status(&whole), "{server}: {method}, cut after the \\x01");
-        }
+per_server!(a_head_gets_the_same_answer_however_it_arrives);
+/// The same bytes get the same answer whether they arrive in one piece
+/// or cut after the control byte that follows the head's end.
+fn a_head_gets_the_same_answer_however_it_arrives(server: &'static str) {
+    let site = hello_site("cuts");
+    let srv = Server::start(server, &["--files", site.str()]);
+    for method in ["GET", "PUT"] {
+        let head = format!("{method} /hello.txt HTTP/1.0\n\r\n\x01\r\n\r\n");
+        let whole = common::exchange(srv.addr(), head.as_bytes());
+        let (first, second) = head.as_bytes().split_at(head.find('\x01').unwrap() + 1);
+        let mut stream = common::connect(srv.addr());
+        stream.write_all(first).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stream.write_all(second).unwrap();
+        let cut = common::read_to_close(&mut stream);
+        let status = |raw: &[u8]| common::Response::parse(raw).code();
+        assert_eq!(status(&cut), status(&whole), "{server}: {method}, cut after the \\x01");
     }
 }

@@ -16,19 +16,17 @@ fn finish_and_read(stream: &mut TcpStream) -> Response {
     Response::parse(&common::read_to_close(stream))
 }
 
-per_server! {
-    [forkserver, threadserver, poolserver]
-    /// fork, thread and pool serve 20 clients at the same time: all 20 are mid-
-    /// request together, and the last one to connect is answered first.
-    fn fork_thread_and_pool_serve_20_clients_at_once(name) {
-        let dir = common::hello_site("modes");
-        let server = Server::start_with_pool(name, &["--files", dir.str(), "--quiet"], 20);
-        let mut clients = open_partial(&server, 20);
-        for (i, c) in clients.iter_mut().enumerate().rev() {
-            let r = finish_and_read(c);
-            r.assert_well_formed(200, "OK");
-            assert_eq!(r.text(), "hello\n", "{name} client {i}");
-        }
+per_server!([forkserver, threadserver, poolserver] fork_thread_and_pool_serve_20_clients_at_once);
+/// fork, thread and pool serve 20 clients at the same time: all 20 are mid-
+/// request together, and the last one to connect is answered first.
+fn fork_thread_and_pool_serve_20_clients_at_once(name: &'static str) {
+    let dir = common::hello_site("modes");
+    let server = Server::start_with_pool(name, &["--files", dir.str(), "--quiet"], 20);
+    let mut clients = open_partial(&server, 20);
+    for (i, c) in clients.iter_mut().enumerate().rev() {
+        let r = finish_and_read(c);
+        r.assert_well_formed(200, "OK");
+        assert_eq!(r.text(), "hello\n", "{name} client {i}");
     }
 }
 
@@ -99,17 +97,16 @@ fn forkserver_leaves_no_zombies() {
     eventually("forkserver's children to be gone", || common::children_of(server.pid()).is_empty());
 }
 
-per_server! {
-    /// SIGTERM and SIGINT close the listening socket and exit 0, in every mode.
-    fn sigterm_and_sigint_exit_zero(name) {
-        let dir = common::hello_site("modes");
-        for signal in ["TERM", "INT"] {
-            let mut server = Server::start(name, &["--files", dir.str(), "--quiet"]);
-            common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");
-            let status = server.signal_and_wait(signal);
-            assert_eq!(status.code(), Some(0), "{name} after SIG{signal}: {status:?}");
-            assert_eq!(server.stdout_lines().last().map(String::as_str), Some("Shutting down."));
-        }
+per_server!(sigterm_and_sigint_exit_zero);
+/// SIGTERM and SIGINT close the listening socket and exit 0, in every mode.
+fn sigterm_and_sigint_exit_zero(name: &'static str) {
+    let dir = common::hello_site("modes");
+    for signal in ["TERM", "INT"] {
+        let mut server = Server::start(name, &["--files", dir.str(), "--quiet"]);
+        common::get(server.addr(), "/hello.txt").assert_well_formed(200, "OK");
+        let status = server.signal_and_wait(signal);
+        assert_eq!(status.code(), Some(0), "{name} after SIG{signal}: {status:?}");
+        assert_eq!(server.stdout_lines().last().map(String::as_str), Some("Shutting down."));
     }
 }
 

@@ -33,35 +33,28 @@ fn load(addr: SocketAddr, keepalive: usize, per_connection: usize, short: usize)
     }
 }
 
-per_server! {
-    [threadserver, poolserver]
-    fn soak_through_the_relay(name) {
-        let origin = Origin::start(origins::http_keepalive);
-        let server = Server::start_with_pool(name, &["--proxy", &origin.proxy_arg(), "--quiet"], 64);
-        let (base_fds, base_threads) = (server.fd_count(), server.thread_count());
+per_server!([threadserver, poolserver] soak_through_the_relay);
+fn soak_through_the_relay(name: &'static str) {
+    let origin = Origin::start(origins::http_keepalive);
+    let server = Server::start_with_pool(name, &["--proxy", &origin.proxy_arg(), "--quiet"], 64);
+    let (base_fds, base_threads) = (server.fd_count(), server.thread_count());
 
-        // Warm up to steady state: the same load shape, three times. RSS rises
-        // over the first rounds (glibc's cache of thread stacks and its malloc
-        // arenas reach their high-water mark) and then holds; a leak would not.
-        for _ in 0..3 {
-            load(server.addr(), 50, 40, 1000);
-        }
-        eventually("warm-up connections to end", || server.fd_count() == base_fds);
-        let warm_rss = server.rss_kib();
-
-        let started = Instant::now();
-        load(server.addr(), 50, 400, 5000);
-        let took = started.elapsed();
-        eventually(&format!("{name}: fds back to {base_fds}"), || server.fd_count() == base_fds);
-        eventually(&format!("{name}: threads back to {base_threads}"), || {
-            server.thread_count() == base_threads
-        });
-        let rss = server.rss_kib();
-        assert!(
-            rss * 10 <= warm_rss * 11,
-            "{name}: RSS {rss} KiB after the soak, {warm_rss} KiB after warm-up"
-        );
-        assert_eq!(origin.connections(), 3 * (50 + 1000) + 50 + 5000, "{name}: upstream connections");
-        eprintln!("{name}: 20000 keep-alive + 5000 short requests in {took:?}; RSS {warm_rss} -> {rss} KiB");
+    // Warm up to steady state: the same load shape, three times. RSS rises
+    // over the first rounds (glibc's cache of thread stacks and its malloc
+    // arenas reach their high-water mark) and then holds; a leak would not.
+    for _ in 0..3 {
+        load(server.addr(), 50, 40, 1000);
     }
+    eventually("warm-up connections to end", || server.fd_count() == base_fds);
+    let warm_rss = server.rss_kib();
+
+    let started = Instant::now();
+    load(server.addr(), 50, 400, 5000);
+    let took = started.elapsed();
+    eventually(&format!("{name}: fds back to {base_fds}"), || server.fd_count() == base_fds);
+    eventually(&format!("{name}: threads back to {base_threads}"), || server.thread_count() == base_threads);
+    let rss = server.rss_kib();
+    assert!(rss * 10 <= warm_rss * 11, "{name}: RSS {rss} KiB after the soak, {warm_rss} KiB after warm-up");
+    assert_eq!(origin.connections(), 3 * (50 + 1000) + 50 + 5000, "{name}: upstream connections");
+    eprintln!("{name}: 20000 keep-alive + 5000 short requests in {took:?}; RSS {warm_rss} -> {rss} KiB");
 }

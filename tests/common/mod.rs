@@ -18,30 +18,24 @@ use std::time::{Duration, Instant};
 /// The four executables of the homework.
 pub const SERVERS: [&str; 4] = ["httpserver", "forkserver", "threadserver", "poolserver"];
 
-/// Defines one test per server from one body: `fn name(server) { ... }`
-/// becomes `name::httpserver`, `name::forkserver`, `name::threadserver` and
-/// `name::poolserver`, each calling the body with that executable's name. So
-/// `cargo test poolserver` runs poolserver's cases, and a failure names the
-/// server that failed. `[threadserver, poolserver] fn ...` limits it to those.
+/// Defines one test per server for the function `name(server: &str)`
+/// written after it: `per_server!(name);` makes `name::httpserver`,
+/// `name::forkserver`, `name::threadserver` and `name::poolserver`, each
+/// calling `name` with that executable's name. So `cargo test poolserver`
+/// runs poolserver's cases, and a failure names the server that failed.
+/// `per_server!([threadserver, poolserver] name);` limits it to those. The
+/// function is an ordinary one, which rustfmt formats.
 #[macro_export]
 macro_rules! per_server {
-    ($(#[$meta:meta])* fn $name:ident($server:ident) $body:block) => {
-        $crate::per_server! {
-            [httpserver, forkserver, threadserver, poolserver] $(#[$meta])* fn $name($server) $body
-        }
+    ($name:ident) => {
+        $crate::per_server!([httpserver, forkserver, threadserver, poolserver] $name);
     };
-    ([$($exe:ident),+] $(#[$meta:meta])* fn $name:ident($server:ident) $body:block) => {
-        $(#[$meta])*
+    ([$($exe:ident),+] $name:ident) => {
         mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            fn check($server: &'static str) $body
-
             $(
                 #[test]
                 fn $exe() {
-                    check(stringify!($exe))
+                    super::$name(stringify!($exe))
                 }
             )+
         }
