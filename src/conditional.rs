@@ -58,7 +58,11 @@ impl Validators {
         let modified = meta.mtime().min(now);
         Validators {
             modified,
-            last_modified: dates::HttpDate(modified).to_string(),
+            last_modified: {
+                let mut text = String::with_capacity(29);
+                dates::HttpDate(modified).push_to(&mut text);
+                text
+            },
             etag: format!("\"{:x}-{:x}\"", meta.mtime(), meta.size()),
         }
     }

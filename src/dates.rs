@@ -7,7 +7,7 @@
 //! fork (README, "Fork safety"). This is arithmetic on integers and takes
 //! no lock; the clock is `clock_gettime`, which takes none either.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -94,12 +94,47 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// IMF-fixdate (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub struct HttpDate(pub i64);
 
-impl fmt::Display for HttpDate {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+impl HttpDate {
+    /// Appends the date to `out`. Every response's head carries one, so it
+    /// is written byte by byte, not through `fmt` (a few times quicker).
+    pub fn push_to(&self, out: &mut String) {
         let c = Civil::of(self.0);
         let (h, m, s) = c.hms();
-        let (day, month) = (DAYS[c.weekday], MONTHS[c.month as usize - 1]);
-        write!(f, "{day}, {:02} {month} {:04} {h:02}:{m:02}:{s:02} GMT", c.day, c.year)
+        let year = match u32::try_from(c.year) {
+            Ok(year) if year <= 9999 => year,
+            _ => {
+                // Outside 0000-9999, which no clock or file here has: fmt's way.
+                let (day, month) = (DAYS[c.weekday], MONTHS[c.month as usize - 1]);
+                let _ = write!(out, "{day}, {:02} {month} {} {h:02}:{m:02}:{s:02} GMT", c.day, c.year);
+                return;
+            }
+        };
+        let two = |n: u32| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        let mut b = [0u8; 29];
+        b[..3].copy_from_slice(DAYS[c.weekday].as_bytes());
+        b[3..5].copy_from_slice(b", ");
+        b[5..7].copy_from_slice(&two(c.day));
+        b[7] = b' ';
+        b[8..11].copy_from_slice(MONTHS[c.month as usize - 1].as_bytes());
+        b[11] = b' ';
+        b[12..14].copy_from_slice(&two(year / 100));
+        b[14..16].copy_from_slice(&two(year % 100));
+        b[16] = b' ';
+        b[17..19].copy_from_slice(&two(h));
+        b[19] = b':';
+        b[20..22].copy_from_slice(&two(m));
+        b[22] = b':';
+        b[23..25].copy_from_slice(&two(s));
+        b[25..].copy_from_slice(b" GMT");
+        out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+    }
+}
+
+impl fmt::Display for HttpDate {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let mut text = String::with_capacity(29);
+        self.push_to(&mut text);
+        f.write_str(&text)
     }
 }
 

@@ -288,22 +288,24 @@ fn serve_file(
     let len = found.meta.len();
     let now = dates::now_secs();
     let validators = Validators::of(&found.meta, now);
-    let mut headers = validators.headers().to_vec();
-    let content_range;
+    let [last_modified, etag, ranges] = validators.headers();
+    let mut content_range = String::new();
     let (status, body) = match conditional::answer(asks, &validators, len, head_only, now) {
         Answer::Whole => (Status::Ok, 0..len),
         Answer::Part(range) => {
             content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
-            headers.push(("Content-Range", &content_range));
             (Status::PartialContent, range)
         }
         Answer::NotModified => {
             sent.status = Status::NotModified;
-            return out.write_all(response::not_modified_head(&headers).as_bytes());
+            let head = response::not_modified_head(&[last_modified, etag, ranges]);
+            return out.write_all(head.as_bytes());
         }
         Answer::Unsatisfiable => return send_unsatisfiable(out, len, head_only, sent),
     };
-    let head = response::response_head(status, content_type, body.end - body.start, &headers);
+    let headers = [last_modified, etag, ranges, ("Content-Range", &content_range)];
+    let headers = if content_range.is_empty() { &headers[..3] } else { &headers[..] };
+    let head = response::response_head(status, content_type, body.end - body.start, headers);
     sent.status = status;
     if head_only {
         return out.write_all(head.as_bytes());
