@@ -220,18 +220,24 @@ pub(crate) fn resolve_to_found(root: &Path, req: &Request) -> Result<Found, Stat
 }
 
 /// Where a directory asked for without its slash moves: its path rebuilt
-/// from `segments` (so it always starts with exactly one `/`, and never
-/// names another host), a slash, and the query of `target`, if any.
+/// from `segments` ([`directory_path`]), and the query of `target`, if any.
 fn with_slash(segments: &[OsString], target: &str) -> String {
-    let mut location = String::new();
-    for s in segments {
-        location.push('/');
-        location.push_str(&percent_encode(s.as_bytes()));
-    }
-    location.push('/');
+    let mut location = directory_path(segments);
     let after_path = &target[target.find(['?', '#']).unwrap_or(target.len())..];
     location.push_str(after_path.split('#').next().unwrap_or(""));
     location
+}
+
+/// The directory at `segments` as an absolute path with a slash at its
+/// end, each name percent-encoded: `/docs/a%20b/`, and `/` for the root.
+/// It begins with exactly one `/`, so no client reads it as another host.
+fn directory_path(segments: &[OsString]) -> String {
+    let mut path = String::from("/");
+    for s in segments {
+        path.push_str(&percent_encode(s.as_bytes()));
+        path.push('/');
+    }
+    path
 }
 
 /// The file a directory is served as, when it holds one.
@@ -375,11 +381,7 @@ const LARGE_PAGE: usize = 256 * 1024;
 /// the parent whether or not the request ended in a slash (and from the root,
 /// to the root). Entry links are absolute, percent-encoded paths.
 pub fn listing_page(segments: &[OsString], entries: &[(OsString, bool)]) -> String {
-    let mut here = String::from("/");
-    for s in segments {
-        here.push_str(&percent_encode(s.as_bytes()));
-        here.push('/');
-    }
+    let here = directory_path(segments);
     let title = html_escape(&format!(
         "Index of /{}",
         segments.iter().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join("/")

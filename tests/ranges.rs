@@ -7,7 +7,6 @@
 mod common;
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
 
 use common::{eventually, Response, Server, TempDir};
 
@@ -159,16 +158,11 @@ fn a_range_of_a_file_that_shrinks_is_cut_short_and_logged(server: &'static str) 
         let mut args = vec!["--files", dir.str()];
         args.extend_from_slice(extra);
         let s = Server::start(server, &args);
-        let mut stream = common::connect_small_window(s.addr(), 4096);
+        let request = format!("GET /big.bin HTTP/1.0\r\nRange: bytes={FIRST}-\r\n\r\n");
+        let (stream, raw) = common::stalled_download(s.addr(), &request);
         let port = stream.local_addr().unwrap().port();
-        stream
-            .write_all(format!("GET /big.bin HTTP/1.0\r\nRange: bytes={FIRST}-\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut raw = vec![0u8; 1024];
-        stream.read_exact(&mut raw).unwrap();
         OpenOptions::new().write(true).open(dir.path().join("big.bin")).unwrap().set_len(0).unwrap();
-        stream.read_to_end(&mut raw).unwrap();
-        let r = Response::parse(&raw);
+        let r = common::finish_download(stream, raw, &what);
         assert!(r.head.starts_with("HTTP/1.0 206 Partial Content\r\n"), "{what}: {}", r.head);
         let want = SIZE - FIRST;
         assert_eq!(r.header("Content-Length"), Some(want.to_string().as_str()), "{what}");

@@ -72,22 +72,15 @@ fn a_256_mib_file_arrives_byte_exact_from_every_server() {
     }
 }
 
-/// Opens a download of `path` by a client that reads a little and then
-/// stops for now: the server is left blocked in the middle of the body.
-/// Returns the stream and what it read.
+/// Opens a download of `path` that stalls part-way (see
+/// [`common::stalled_download`]).
 fn stalled_download(s: &Server, path: &str) -> (TcpStream, Vec<u8>) {
-    let mut stream = common::connect_small_window(s.addr(), 4096);
-    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).unwrap();
-    let mut first = vec![0u8; 1024];
-    stream.read_exact(&mut first).unwrap();
-    (stream, first)
+    common::stalled_download(s.addr(), &format!("GET {path} HTTP/1.0\r\n\r\n"))
 }
 
-/// Reads the rest of a stalled download to its end, and splits the whole
-/// response into its head and body.
-fn finish(mut stream: TcpStream, mut raw: Vec<u8>, what: &str) -> (String, Vec<u8>) {
-    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{what}: {e} after {} bytes", raw.len()));
-    let r = Response::parse(&raw);
+/// The head and body of a stalled download, read to its end.
+fn finish(stream: TcpStream, raw: Vec<u8>, what: &str) -> (String, Vec<u8>) {
+    let r = common::finish_download(stream, raw, what);
     (r.head, r.body)
 }
 

@@ -416,6 +416,23 @@ pub fn log_time(line: &str) -> Option<(&str, &str)> {
     shape.then_some((time, rest))
 }
 
+/// Sends `request` from a client with a 4 KiB window that reads the first
+/// KiB of the answer and then stops for now: the server is left blocked in
+/// the middle of the body. Returns the stream and what it read.
+pub fn stalled_download(addr: SocketAddr, request: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = connect_small_window(addr, 4096);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut first = vec![0u8; 1024];
+    stream.read_exact(&mut first).unwrap();
+    (stream, first)
+}
+
+/// Reads the rest of a stalled download, after `raw`, to its end.
+pub fn finish_download(mut stream: TcpStream, mut raw: Vec<u8>, what: &str) -> Response {
+    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{what}: {e} after {} bytes", raw.len()));
+    Response::parse(&raw)
+}
+
 /// Sends `raw` as is and returns everything the server sends until it closes.
 pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     let mut stream = connect(addr);
