@@ -240,10 +240,15 @@ struct End {
     /// Set by the first abort; no end of stream counts as clean after it.
     aborted: bool,
     /// Per side: it has received everything the other side sent, and a
-    /// clean end of stream.
+    /// clean end of stream (set as the FIN is sent, see
+    /// [`Relay::pass_on_end_of_stream`]).
     got_clean_end: [bool; 2],
     /// How many directions are done.
     done: u8,
+    /// Whether a thread waits for both directions to be done
+    /// ([`Relay::wait_until_both_done`]): only then is the end signalled,
+    /// since a signal with no one to hear it still costs a futex call.
+    waiting: bool,
     /// The bytes each direction relayed, indexed by `Direction`.
     bytes: [u64; 2],
 }
@@ -365,14 +370,26 @@ impl Relay {
     /// Passes the end of stream `dir` read on to the other side, with
     /// `shutdown(SHUT_WR)`: a half-close. After an abort there is nothing
     /// to pass on.
+    ///
+    /// The side counts as having its clean end from just before the
+    /// shutdown, so that the lock is not held across the call: the other
+    /// direction usually ends a moment later, because of this very FIN,
+    /// and would wait for it. An abort in between spares that side, which
+    /// has all it was sent and gets its FIN. A shutdown that fails finds
+    /// the connection already gone (it fails only on a socket no longer
+    /// connected), and the side counts as not ended again.
     pub fn pass_on_end_of_stream(&self, dir: Direction) {
-        let mut end = sync::lock(&self.end);
-        if end.aborted {
-            return;
+        let to = dir.to();
+        {
+            let mut end = sync::lock(&self.end);
+            if end.aborted {
+                return;
+            }
+            end.outcome.get_or_insert(dir.closed());
+            end.got_clean_end[to as usize] = true;
         }
-        end.outcome.get_or_insert(dir.closed());
-        if self.socket(dir.to()).shutdown(Shutdown::Write).is_ok() {
-            end.got_clean_end[dir.to() as usize] = true;
+        if self.socket(to).shutdown(Shutdown::Write).is_err() {
+            sync::lock(&self.end).got_clean_end[to as usize] = false;
         }
     }
 
@@ -414,12 +431,15 @@ impl Relay {
         if let (2, true, Some(outcome)) = (end.done, log::info_enabled(), &end.outcome) {
             log_end(self.peer, &self.upstream_name, end.bytes, self.started, outcome);
         }
-        self.end_changed.notify_all();
+        if end.done == 2 && end.waiting {
+            self.end_changed.notify_all();
+        }
     }
 
     /// Blocks until both directions are done.
     pub fn wait_until_both_done(&self) {
         let mut end = sync::lock(&self.end);
+        end.waiting = true;
         while end.done < 2 {
             end = sync::wait(&self.end_changed, end);
         }
