@@ -48,6 +48,7 @@
 //!   maps), checked once at start.
 //! - `wq`: poolserver's work queue (`wq_push`, `wq_pop`).
 //! - `threads`: the cache of idle threads that connections run on.
+//! - `stacks`: the stacks of finished threads, kept a while for new ones.
 //! - `files`: files mode, `handle_files_request`.
 //! - `root`: the served directory, and the one confined open of every path
 //!   beneath it: `openat2(RESOLVE_BENEATH)`, so that no rename can swap a
@@ -93,6 +94,7 @@ mod request;
 mod response;
 mod root;
 mod server;
+mod stacks;
 mod sync;
 #[allow(unsafe_code)]
 mod sys;

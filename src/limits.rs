@@ -17,8 +17,10 @@
 //!   poolserver the workers are the connections' first threads, so each
 //!   worker counts with its second.
 //! - **memory maps** (`vm.max_map_count`, per process): each thread's stack
-//!   and its guard page are two (`sys::spawn`). forkserver's children have
-//!   maps of their own.
+//!   and its guard page are two (`sys::Stack`, or glibc's for `sys::spawn`).
+//!   The stacks kept for new threads (`stacks`) are never more than the
+//!   threads that ran at once, so they need no maps beyond those. forkserver's
+//!   children have maps of their own.
 //!
 //! The soft fd limit is first raised to the hard one (`sys::raise_fd_limit`).
 

@@ -274,10 +274,10 @@ mod tests {
     }
 
     /// forkserver's child takes no lock that another thread held at the fork.
-    /// A thread holds every lock the child's path could reach (the connection
-    /// count, std's stdout and stderr, the thread cache) from before the fork
-    /// until the child is gone. The child must still answer, log, run a job
-    /// on a second thread, panic, and exit.
+    /// A thread holds every lock the child's path could reach (the
+    /// connection count, std's stdout and stderr, the thread cache and its
+    /// kept stacks) from before the fork until the child is gone. The child
+    /// must still answer, log, run a job on a second thread, panic, and exit.
     #[test]
     fn a_forked_child_takes_no_lock_another_thread_holds() {
         log::install_panic_hook();
@@ -299,7 +299,7 @@ mod tests {
             let _count = OPEN_CONNECTIONS.hold_lock();
             let _stdout = io::stdout().lock();
             let _stderr = io::stderr().lock();
-            let _idle = threads::hold_idle_lock();
+            let _cache = threads::hold_locks();
             held.send(()).unwrap();
             let _ = released.recv();
         });

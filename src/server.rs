@@ -12,7 +12,7 @@ use crate::config::{self, Command, Mode};
 use crate::conns::OPEN_CONNECTIONS;
 use crate::modes::{Dispatch, RequestHandler};
 use crate::sys::{self, Socket};
-use crate::{files, limits, log, progress, proxy, relay, root, threads};
+use crate::{files, limits, log, progress, proxy, relay, root, stacks, threads};
 
 const BACKLOG: i32 = 1024;
 
@@ -106,8 +106,14 @@ fn run(mode: Mode) -> io::Result<()> {
 /// that takes up to [`CUT_OFF_WAIT`] more.
 fn start_signal_thread(listener: Arc<Socket>, cut_off_responses: bool) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new().name("signals".into()).stack_size(threads::HELPER_STACK).spawn(move || {
-        if sys::sigwait_shutdown().is_err() {
-            return;
+        // Between signals, every `stacks::KEEP`: unmap the stacks that no
+        // thread has wanted for that long.
+        loop {
+            match sys::sigtimedwait_shutdown(stacks::KEEP) {
+                Ok(true) => break,
+                Ok(false) => stacks::trim(),
+                Err(_) => return,
+            }
         }
         STOPPING.store(true, Ordering::SeqCst);
         let _ = listener.shutdown(Shutdown::Both);

@@ -585,7 +585,7 @@ impl Drop for Dir {
 /// process with SIGSEGV, as it would with std's report.
 pub fn spawn<T: Send + 'static>(stack: usize, item: T, f: fn(T)) -> Result<(), (T, io::Error)> {
     let start = Box::into_raw(Box::new((item, f)));
-    let created = create_detached(stack, thread_main::<T>, start.cast());
+    let created = create(StackOf::Glibc(stack), thread_main::<T>, start.cast());
     created.map_err(|e| {
         // SAFETY: the thread was not created, so `start` is still ours alone.
         let (item, _) = *unsafe { Box::from_raw(start) };
@@ -602,10 +602,19 @@ extern "C" fn thread_main<T: Send + 'static>(start: *mut libc::c_void) -> *mut l
     ptr::null_mut()
 }
 
-/// `pthread_create(3)` with the attributes [`spawn`] gives: detached, a
-/// stack of `stack` bytes (at least `PTHREAD_STACK_MIN`).
-fn create_detached(
-    stack: usize,
+/// How a thread of [`create`] gets its stack, and how it ends.
+enum StackOf {
+    /// glibc maps a stack of this size (or reuses one of its cache); the
+    /// thread is detached, and glibc frees the stack when it exits.
+    Glibc(usize),
+    /// This stack, `len` bytes from its base; the thread is joinable, and
+    /// the stack is the caller's to free once it has been joined.
+    Given(*mut libc::c_void, usize),
+}
+
+/// `pthread_create(3)` with the attributes [`spawn`] and [`spawn_on`] give.
+fn create(
+    stack: StackOf,
     main: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
     arg: *mut libc::c_void,
 ) -> io::Result<()> {
@@ -614,21 +623,199 @@ fn create_detached(
     // SAFETY: pthread_attr_init() initialises the attributes it is given.
     check(unsafe { libc::pthread_attr_init(attr.as_mut_ptr()) })?;
     let attr = attr.as_mut_ptr();
-    let size = stack.max(libc::PTHREAD_STACK_MIN);
-    // SAFETY: `attr` was initialised above and is destroyed below, once.
-    let created = check(unsafe { libc::pthread_attr_setstacksize(attr, size) })
-        .and_then(|()| {
-            // SAFETY: as above.
-            check(unsafe { libc::pthread_attr_setdetachstate(attr, libc::PTHREAD_CREATE_DETACHED) })
-        })
-        .and_then(|()| {
-            let mut id: libc::pthread_t = 0;
-            // SAFETY: `attr` is initialised; `main` may run `arg` on the new thread.
-            check(unsafe { libc::pthread_create(&mut id, attr, main, arg) })
-        });
+    let configured = match stack {
+        StackOf::Glibc(size) => {
+            let size = size.max(libc::PTHREAD_STACK_MIN);
+            let detached = libc::PTHREAD_CREATE_DETACHED;
+            // SAFETY: `attr` was initialised above and is destroyed below, once.
+            check(unsafe { libc::pthread_attr_setstacksize(attr, size) })
+                // SAFETY: as above.
+                .and_then(|()| check(unsafe { libc::pthread_attr_setdetachstate(attr, detached) }))
+        }
+        // SAFETY: as above; `base` and `len` are a mapped stack that only
+        // the new thread will use, until it has been joined.
+        StackOf::Given(base, len) => check(unsafe { libc::pthread_attr_setstack(attr, base, len) }),
+    };
+    let created = configured.and_then(|()| {
+        let mut id: libc::pthread_t = 0;
+        // SAFETY: `attr` is initialised; `main` may run `arg` on the new thread.
+        check(unsafe { libc::pthread_create(&mut id, attr, main, arg) })
+    });
     // SAFETY: initialised above, and not used after.
     unsafe { libc::pthread_attr_destroy(attr) };
     created
+}
+
+/// A thread's stack mapped here, for [`spawn_on`]: `len` bytes above a
+/// guard page (two memory maps, as glibc's own stacks). Unmapped when
+/// dropped; a stack a thread has run on comes back only through
+/// [`Finished::join`], once that thread is gone.
+pub struct Stack {
+    /// The start of the mapping: the guard page.
+    map: ptr::NonNull<libc::c_void>,
+    guard: usize,
+    len: usize,
+}
+
+// SAFETY: a `Stack` is memory that nothing refers to while no thread runs
+// on it, and it is handed to one thread at a time.
+unsafe impl Send for Stack {}
+
+impl Stack {
+    /// Corresponds to `mmap(2)` of `len` bytes (rounded up to whole pages)
+    /// and a guard page below them, then `mprotect(2)` of the guard page.
+    pub fn map(len: usize) -> io::Result<Stack> {
+        let guard = page_size();
+        let len = len.max(libc::PTHREAD_STACK_MIN).next_multiple_of(guard);
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
+        // SAFETY: a new anonymous mapping, placed by the kernel: no memory in use is touched.
+        let map = unsafe { libc::mmap(ptr::null_mut(), guard + len, prot, flags, -1, 0) };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let map = ptr::NonNull::new(map).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        // From here on, dropping `stack` unmaps it.
+        let stack = Stack { map, guard, len };
+        // SAFETY: the first page of the mapping just made, which nothing uses yet.
+        cvt(unsafe { libc::mprotect(map.as_ptr(), guard, libc::PROT_NONE) })?;
+        Ok(stack)
+    }
+
+    /// The lowest address a thread may use: just above the guard page.
+    fn base(&self) -> *mut libc::c_void {
+        self.map.as_ptr().cast::<u8>().wrapping_add(self.guard).cast()
+    }
+
+    /// Gives the kernel back the pages of this stack below this call's
+    /// frame and a page of margin, as glibc does for its own stacks when a
+    /// thread ends: `madvise(MADV_DONTNEED)`, so that a stack waiting to be
+    /// reused holds only the few pages at its top. Called by the thread that
+    /// runs on this stack, once its job is done.
+    #[inline(never)]
+    fn discard_unused(&self) {
+        let marker = 0u8;
+        let here = ptr::addr_of!(marker) as usize;
+        let low = self.base() as usize;
+        let end = here.saturating_sub(self.guard) & !(self.guard - 1);
+        if end > low {
+            // SAFETY: `[low, end)` lies in this stack, a page and more below
+            // this frame, the deepest but for madvise's own, which needs no
+            // stack of its own: the stack grows down, so nothing there is in
+            // use, and what is read there next reads as zeroes.
+            unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+#[cfg(test)]
+impl Stack {
+    /// Whether `addr` lies in this stack.
+    pub fn holds(&self, addr: usize) -> bool {
+        (self.base() as usize..self.base() as usize + self.len).contains(&addr)
+    }
+
+    /// How many of this stack's pages are in memory (`mincore(2)`).
+    pub fn resident_pages(&self) -> usize {
+        let mut pages = vec![0u8; self.len / self.guard];
+        // SAFETY: `pages` has a byte for each page of the range, which is mapped.
+        let rc = unsafe { libc::mincore(self.base(), self.len, pages.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        pages.iter().filter(|&&p| p & 1 == 1).count()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is this stack's alone, and no thread runs on it
+        // (a `Stack` a thread ran on exists again only after the join).
+        unsafe { libc::munmap(self.map.as_ptr(), self.guard + self.len) };
+    }
+}
+
+/// The size of a memory page.
+fn page_size() -> usize {
+    // SAFETY: sysconf() takes no pointers.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// A thread of [`spawn_on`] that has finished its job, and is exiting on
+/// its stack, or has exited. [`Finished::join`] waits for its exit and
+/// gives the stack back; dropping it does the same, and unmaps the stack.
+pub struct Finished {
+    thread: libc::pthread_t,
+    stack: Option<Stack>,
+}
+
+impl Finished {
+    /// Corresponds to `pthread_join(3)`: once the thread has exited (at
+    /// once, as a rule: it was on its way out), its stack, free to reuse.
+    /// `None` if the join failed, which only a thread that was never
+    /// joinable could do: its stack is then left mapped, never reused.
+    pub fn join(mut self) -> Option<Stack> {
+        let stack = self.stack.take()?;
+        // SAFETY: `thread` was created joinable by `spawn_on`, and is joined
+        // only here, once: `stack` is taken, so the drop does not join again.
+        let rc = unsafe { libc::pthread_join(self.thread, ptr::null_mut()) };
+        if rc != 0 {
+            mem::forget(stack);
+            return None;
+        }
+        Some(stack)
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            drop(Finished { thread: self.thread, stack: Some(stack) }.join());
+        }
+    }
+}
+
+/// What [`spawn_on`] hands its thread.
+struct OnStack<T> {
+    item: T,
+    f: fn(T),
+    stack: Stack,
+    done: fn(Finished),
+}
+
+/// Corresponds to `pthread_create(3)` of a joinable thread on `stack`,
+/// which runs `f(item)`, gives back the stack pages below its frame, and
+/// then calls `done` with its [`Finished`], the one way to have the stack
+/// again. glibc maps nothing for a thread whose stack it is given, and
+/// frees nothing at its exit: a stack reused this way costs no `mmap`,
+/// `mprotect` or `munmap`, and the join takes no system call when the
+/// thread has already gone. If the thread cannot be created, `item` and
+/// the stack come back with the error. Panics and stack overflows end as
+/// in [`spawn`].
+pub fn spawn_on<T: Send + 'static>(
+    stack: Stack,
+    item: T,
+    f: fn(T),
+    done: fn(Finished),
+) -> Result<(), (T, Stack, io::Error)> {
+    let (base, len) = (stack.base(), stack.len);
+    let start = Box::into_raw(Box::new(OnStack { item, f, stack, done }));
+    let created = create(StackOf::Given(base, len), thread_on_stack::<T>, start.cast());
+    created.map_err(|e| {
+        // SAFETY: the thread was not created, so `start` is still ours alone.
+        let OnStack { item, stack, .. } = *unsafe { Box::from_raw(start) };
+        (item, stack, e)
+    })
+}
+
+/// What a thread made by [`spawn_on`] runs.
+extern "C" fn thread_on_stack<T: Send + 'static>(start: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `spawn_on` passed an `OnStack<T>` box it gave up, to this thread only.
+    let OnStack { item, f, stack, done } = *unsafe { Box::from_raw(start.cast::<OnStack<T>>()) };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(item)));
+    stack.discard_unused();
+    // SAFETY: pthread_self() takes no pointers.
+    done(Finished { thread: unsafe { libc::pthread_self() }, stack: Some(stack) });
+    ptr::null_mut()
 }
 
 /// Corresponds to `pread(2)`, retried on EINTR: up to `buf.len()` bytes of
@@ -690,7 +877,7 @@ fn shutdown_sigset() -> libc::sigset_t {
 }
 
 /// Corresponds to `pthread_sigmask(SIG_BLOCK | SIG_UNBLOCK)` for SIGINT and
-/// SIGTERM. Blocked in every thread, they are taken by [`sigwait_shutdown`].
+/// SIGTERM. Blocked in every thread, they are taken by [`sigtimedwait_shutdown`].
 pub fn mask_shutdown_signals(block: bool) -> io::Result<()> {
     let set = shutdown_sigset();
     let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
@@ -698,20 +885,6 @@ pub fn mask_shutdown_signals(block: bool) -> io::Result<()> {
     let rc = unsafe { libc::pthread_sigmask(how, &set, ptr::null_mut()) };
     if rc == 0 {
         Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
-/// Corresponds to `sigwait(3)` on SIGINT and SIGTERM: blocks until one is
-/// pending and returns its number.
-pub fn sigwait_shutdown() -> io::Result<libc::c_int> {
-    let set = shutdown_sigset();
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` is an initialised sigset and `sig` is writable.
-    let rc = unsafe { libc::sigwait(&set, &mut sig) };
-    if rc == 0 {
-        Ok(sig)
     } else {
         Err(io::Error::from_raw_os_error(rc))
     }

@@ -8,14 +8,16 @@
 //!
 //! threadserver runs each connection's handler this way, and the relay runs
 //! its second direction this way in every mode. Threads start through
-//! `sys::spawn`, a pthread whose start maps nothing once it runs, so a
+//! `sys::spawn_on`, a pthread on a stack kept from a finished thread or
+//! mapped for it (`stacks`), whose start maps nothing once it runs, so a
 //! thread that cannot be had is an error to its caller, never an abort;
-//! poolserver's workers start the same way.
+//! poolserver's workers start the same way, through `sys::spawn`.
 //!
-//! A forked child does not use the cache: the idle threads on its list are
-//! the parent's, which do not exist in the child, and the list's lock may
-//! have been held by one of them at the fork. After [`forget_idle_in_child`]
-//! every job gets a new thread, which exits when the job is done.
+//! A forked child does not use the cache, nor the kept stacks: the idle
+//! threads on its list are the parent's, which do not exist in the child,
+//! and the locks may have been held by one of them at the fork. After
+//! [`forget_idle_in_child`] every job gets a new thread on a stack glibc
+//! maps (`sys::spawn`), which exits when the job is done.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -25,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::sync::{self, lock};
-use crate::sys;
+use crate::{stacks, sys};
 
 /// How long a finished thread waits for another job before it exits.
 const IDLE_LIFETIME: Duration = Duration::from_secs(1);
@@ -133,17 +135,28 @@ fn leaving() -> bool {
     leaving
 }
 
-/// Starts a thread for `f(item)` (`sys::spawn`: a pthread with a stack of
-/// `STACK` bytes, that maps nothing of its own); with `then_cache`, it
-/// offers itself for more jobs afterwards.
+/// Starts a thread for `f(item)`; with `then_cache`, it offers itself for
+/// more jobs afterwards. Outside a forked child, the thread runs on a kept
+/// stack (`stacks`, `sys::spawn_on`); in a forked child, whose parent's
+/// threads and locks it must not touch, on one glibc maps (`sys::spawn`).
+/// Either way a thread that cannot be had is an error, never an abort.
 fn spawn<T: Send + 'static>(item: T, f: fn(T), then_cache: bool) -> Result<(), (T, io::Error)> {
-    sys::spawn(STACK, (item, f, then_cache), |(item, f, then_cache)| {
-        f(item);
-        if !leaving() && then_cache {
-            serve_jobs();
-        }
-    })
-    .map_err(|((item, ..), e)| (item, e))
+    if !then_cache {
+        return sys::spawn(STACK, (item, f, false), run_job).map_err(|((item, ..), e)| (item, e));
+    }
+    let stack = match stacks::take() {
+        Ok(stack) => stack,
+        Err(e) => return Err((item, e)),
+    };
+    sys::spawn_on(stack, (item, f, true), run_job, stacks::done).map_err(|((item, ..), _unused, e)| (item, e))
+}
+
+/// What a thread of [`spawn`] runs.
+fn run_job<T>((item, f, then_cache): (T, fn(T), bool)) {
+    f(item);
+    if !leaving() && then_cache {
+        serve_jobs();
+    }
 }
 
 thread_local! {
@@ -195,11 +208,11 @@ fn wait_for_job(mailbox: &Arc<Mailbox>) -> Option<Job> {
     }
 }
 
-/// Holds the idle list's lock, as another thread of the server may at any
-/// moment: for the fork-safety test.
+/// Holds the idle list's lock and the kept stacks', as other threads of
+/// the server may at any moment: for the fork-safety test.
 #[cfg(test)]
-pub fn hold_idle_lock() -> impl Sized {
-    lock(&IDLE)
+pub fn hold_locks() -> impl Sized {
+    (lock(&IDLE), stacks::hold_lock())
 }
 
 #[cfg(test)]

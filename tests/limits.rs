@@ -175,6 +175,7 @@ fn never_more_than_two_threads_a_connection(name: &str, args: &[&str]) {
     // in threadserver and 12,002 in poolserver, when a moved thread waited
     // in the cache.
     let bound = 2 * BURST + 3 * BURST / 4;
+    eprintln!("{name}: up to {most} threads for {BURST} connections");
     assert!(most <= bound, "{name}: up to {most} threads for {BURST} connections (at most {bound})");
     drop(held);
 }
